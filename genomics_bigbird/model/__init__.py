@@ -1,0 +1,1 @@
+"""Model layer: imports only torch, einops and its own modules."""

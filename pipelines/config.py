@@ -1,0 +1,107 @@
+"""Typed configs: dataclasses loaded from YAML with `key.sub=value` overrides."""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Sequence, TypeVar
+
+import yaml
+
+from genomics_bigbird.errors import InputError
+
+T = TypeVar("T")
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Turn a YAML value into the dataclass field's type (nested dataclasses included)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, options[0], where) if len(options) == 1 else value
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise InputError(f"{where} must be a mapping, got {value!r}")
+        return from_dict(hint, value, where)
+    if origin in (list, tuple, Sequence):
+        (item,) = typing.get_args(hint)[:1] or (Any,)
+        items = [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value or [])]
+        return tuple(items) if origin is tuple else items
+    if hint in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return hint(value)
+    if hint is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if hint in (int, float, str, bool) and not isinstance(value, hint):
+        raise InputError(f"{where} must be {hint.__name__}, got {value!r}")
+    if hint is Path or hint == "Path":
+        return Path(value)
+    return value
+
+
+def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
+    """Build dataclass `cls` from a mapping; unknown keys are an error naming the known ones."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise InputError(f"{where}: unknown key(s) {sorted(unknown)}; known keys: {sorted(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _set_override(tree: dict, dotted: str, raw: str) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise InputError(f"override {dotted}={raw}: {key} is not a section")
+    node[keys[-1]] = yaml.safe_load(raw)
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
+    """Load `cls` from a YAML file (or its defaults) and apply `key.sub=value` overrides."""
+    tree: dict = {}
+    if path is not None:
+        try:
+            tree = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise InputError("config file not found", path) from None
+        except yaml.YAMLError as err:
+            line = getattr(getattr(err, "problem_mark", None), "line", None)
+            raise InputError(f"not valid YAML: {err}", path, None if line is None else line + 1) from None
+        if not isinstance(tree, dict):
+            raise InputError("config must be a YAML mapping", path)
+    for item in overrides:
+        if "=" not in item:
+            raise InputError(f"override {item!r} must look like key.sub=value")
+        key, raw = item.split("=", 1)
+        _set_override(tree, key.strip(), raw)
+    return from_dict(cls, tree, str(path) if path else "config")
+
+
+def to_dict(config: Any) -> dict:
+    """Return a config as plain YAML/JSON-friendly data."""
+    def plain(value):
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+    return plain(dataclasses.asdict(config))
+
+
+def save_config(config: Any, path: str | Path) -> None:
+    """Write the resolved config as YAML (next to a job's outputs)."""
+    from genomics_bigbird.atomic import atomic_write
+
+    with atomic_write(path) as handle:
+        yaml.safe_dump(to_dict(config), handle, sort_keys=False)
