@@ -1,0 +1,90 @@
+"""The encoder's configuration: one dataclass, validated once, with every derived size computed here."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+ATTENTION_KINDS = ("full", "bigbird", "combiner-fixed", "combiner-axial", "combiner-mixture")
+ATTENTION_BACKENDS = ("auto", "flex", "gather", "dense")
+GLOBAL_PLACEMENTS = ("first", "ends")
+
+
+@dataclass
+class EncoderConfig:
+    """Sizes and attention pattern of a BigBird/Combiner encoder (defaults: BigBird base, Table 21)."""
+
+    vocab_size: int = 32000
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    max_position: int = 4096
+    type_vocab_size: int = 2
+    dropout: float = 0.1
+    attention: str = "bigbird"
+    block_size: int = 64
+    num_global_blocks: int = 2
+    global_placement: str = "first"
+    window_blocks: int = 3
+    num_random_blocks: int = 3
+    combiner_span: int | None = None  # None: a power of two near sqrt(length), chosen per input
+    attention_backend: str = "auto"
+    attention_seed: int = 0
+    pad_id: int = 0
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+
+    def __post_init__(self) -> None:
+        positive = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                    "max_position", "type_vocab_size", "block_size", "window_blocks")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"model config: {name} must be a positive integer, got {value!r}")
+        for name in ("num_global_blocks", "num_random_blocks", "attention_seed", "pad_id"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"model config: {name} must be a non-negative integer, got {value!r}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"model config: hidden_size {self.hidden_size} is not divisible by "
+                             f"num_heads {self.num_heads}; pick sizes with hidden_size = num_heads x head_dim")
+        if self.attention not in ATTENTION_KINDS:
+            raise ValueError(f"model config: attention {self.attention!r} is not one of {', '.join(ATTENTION_KINDS)}")
+        if self.attention_backend not in ATTENTION_BACKENDS:
+            raise ValueError(f"model config: attention_backend {self.attention_backend!r} is not one of "
+                             f"{', '.join(ATTENTION_BACKENDS)}")
+        if self.global_placement not in GLOBAL_PLACEMENTS:
+            raise ValueError(f"model config: global_placement {self.global_placement!r} is not one of "
+                             f"{', '.join(GLOBAL_PLACEMENTS)}")
+        if self.window_blocks % 2 == 0:
+            raise ValueError(f"model config: window_blocks must be odd (a window centered on its block), "
+                             f"got {self.window_blocks}")
+        if self.combiner_span is not None and (not isinstance(self.combiner_span, int) or self.combiner_span < 1):
+            raise ValueError(f"model config: combiner_span must be a positive integer or null, got {self.combiner_span!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model config: dropout must be in [0, 1), got {self.dropout}")
+        if self.pad_id >= self.vocab_size:
+            raise ValueError(f"model config: pad_id {self.pad_id} is outside the vocabulary of {self.vocab_size} tokens")
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head."""
+        return self.hidden_size // self.num_heads
+
+    @property
+    def max_blocks(self) -> int:
+        """Blocks of `block_size` tokens in the longest input (the last one may be partial)."""
+        return -(-self.max_position // self.block_size)
+
+    def to_dict(self) -> dict:
+        """Return the config as plain JSON/YAML data (what a checkpoint stores)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EncoderConfig":
+        """Rebuild a config stored by `to_dict` (e.g. from a checkpoint's metadata)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"model config: unknown key(s) {unknown}; known keys: {sorted(names)}")
+        return cls(**data)

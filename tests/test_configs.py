@@ -1,0 +1,52 @@
+"""Every `configs/**/*.yaml` loads into the dataclass its directory stands for (litgpt-style)."""
+import dataclasses
+import importlib
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import load_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+# configs/<directory>/... -> "module:DataclassName". A YAML in a directory missing here fails the test.
+CONFIG_CLASSES = {
+    "model": "genomics_bigbird.model.config:EncoderConfig",
+}
+
+
+def config_files() -> list[Path]:
+    return sorted(p for pattern in ("*.yaml", "*.yml") for p in CONFIGS.rglob(pattern))
+
+
+def config_class(path: Path) -> type:
+    directory = path.relative_to(CONFIGS).parts[0]
+    assert directory in CONFIG_CLASSES, (
+        f"{path}: no dataclass is known for configs/{directory}/; add it to CONFIG_CLASSES in tests/test_configs.py")
+    module, name = CONFIG_CLASSES[directory].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@pytest.mark.parametrize("path", config_files(), ids=lambda p: p.relative_to(CONFIGS).as_posix())
+def test_config_loads_into_its_dataclass(path):
+    config = load_config(config_class(path), path)
+    assert dataclasses.is_dataclass(config)
+
+
+def test_model_configs_have_the_documented_sizes():
+    from genomics_bigbird.model.config import EncoderConfig
+
+    found = {p.stem for p in (CONFIGS / "model").glob("*.yaml")}
+    assert {"tiny", "base", "large"} <= found
+    base = load_config(EncoderConfig, CONFIGS / "model" / "base.yaml")
+    # BigBird appendix F, Table 21 (pretraining column).
+    assert (base.num_layers, base.hidden_size, base.num_heads, base.head_dim) == (12, 768, 12, 64)
+    assert (base.max_position, base.vocab_size, base.dropout) == (4096, 32000, 0.1)
+    assert (base.attention, base.block_size, base.global_placement) == ("bigbird", 64, "first")
+    assert (base.num_global_blocks, base.window_blocks, base.num_random_blocks) == (2, 3, 3)
+    assert base == EncoderConfig()  # the dataclass defaults are the base model
+    large = load_config(EncoderConfig, CONFIGS / "model" / "large.yaml")
+    assert (large.num_layers, large.hidden_size, large.num_heads, large.head_dim) == (24, 1024, 16, 64)
+    tiny = load_config(EncoderConfig, CONFIGS / "model" / "tiny.yaml")
+    assert tiny.num_layers * tiny.hidden_size < base.num_layers * base.hidden_size / 10
+    assert tiny.max_position % tiny.block_size == 0
