@@ -1,0 +1,269 @@
+"""DeepSpeed engine set-up, training checkpoints with exact resume, and weight export.
+
+The only module that imports deepspeed. One process on CPU works without a launcher
+(`init_distributed` fills in the single-process environment); `torchrun` and the `deepspeed`
+launcher set the variables themselves.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import deepspeed
+import numpy as np
+import torch
+import torch.distributed as dist
+from deepspeed.utils import safe_get_full_fp32_param
+from deepspeed.utils import logger as deepspeed_logger
+
+from genomics_bigbird.errors import InputError
+from genomics_bigbird.train.schedule import lr_lambda
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+RNG_FILE = "rng_rank{rank}.pt"
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """Where this process sits: its rank among `world_size` and the device it trains on."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def free_port() -> int:
+    """Return a TCP port that is free on this host right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def init_distributed(backend: str | None = None) -> DistributedContext:
+    """Join (or create) the process group: gloo on CPU, nccl on CUDA.
+
+    Without a launcher (no RANK in the environment) this is a one-process group on a free
+    local port; DeepSpeed would otherwise look for MPI and fail.
+    """
+    if "RANK" not in os.environ:
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        deepspeed.init_distributed(dist_backend=backend or ("nccl" if use_cuda else "gloo"),
+                                   auto_mpi_discovery=False, verbose=False)
+    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    return DistributedContext(dist.get_rank(), dist.get_world_size(), local_rank, device)
+
+
+def set_deepspeed_log_level(level: int) -> None:
+    """Quiet (or restore) DeepSpeed's own logger, which prints a lot at start-up."""
+    deepspeed_logger.setLevel(level)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto` means bf16 on a GPU and fp32 on CPU (bf16 matmuls are slow on CPUs)."""
+    if precision not in PRECISIONS:
+        raise InputError(f"train.precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def gradient_accumulation_steps(global_batch_size: int, micro_batch_size: int, world_size: int) -> int:
+    """Micro-batches each rank accumulates so that micro x accumulation x ranks = global batch."""
+    per_step = micro_batch_size * world_size
+    if micro_batch_size < 1 or global_batch_size < 1:
+        raise InputError(f"batch sizes must be positive (global {global_batch_size}, micro {micro_batch_size})")
+    if global_batch_size % per_step:
+        raise InputError(f"train.global_batch_size={global_batch_size} is not a multiple of "
+                         f"micro_batch_size x world size = {micro_batch_size} x {world_size}; "
+                         f"choose a global batch divisible by {per_step}")
+    return global_batch_size // per_step
+
+
+def deepspeed_config(*, global_batch_size: int, micro_batch_size: int, world_size: int,
+                     zero_stage: int, precision: str, gradient_clipping: float,
+                     extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The DeepSpeed JSON config; batch fields are derived here and nowhere else.
+
+    precision is already resolved (fp32/bf16/fp16). `extra` (e.g. configs/deepspeed/zero2.json)
+    adds tuning keys such as bucket sizes; it must not contradict the ZeRO stage.
+    """
+    if zero_stage not in (0, 1, 2, 3):
+        raise InputError(f"train.zero_stage must be 0, 1, 2 or 3, got {zero_stage}")
+    extra = dict(extra or {})
+    zero = dict(extra.pop("zero_optimization", {}))
+    if zero.setdefault("stage", zero_stage) != zero_stage:
+        raise InputError(f"the DeepSpeed JSON sets ZeRO stage {zero['stage']} but train.zero_stage is {zero_stage}")
+    derived = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
+               "bf16", "fp16", "gradient_clipping", "optimizer", "scheduler")
+    clashing = sorted(set(extra) & set(derived))
+    if clashing:
+        raise InputError(f"the DeepSpeed JSON sets {clashing}, which come from the training config; remove them")
+    config = {
+        "train_batch_size": global_batch_size,
+        "train_micro_batch_size_per_gpu": micro_batch_size,
+        "gradient_accumulation_steps": gradient_accumulation_steps(global_batch_size, micro_batch_size, world_size),
+        "gradient_clipping": float(gradient_clipping),
+        "zero_optimization": zero,
+        "bf16": {"enabled": precision == "bf16"},
+        "fp16": {"enabled": precision == "fp16"},
+        "steps_per_print": 1 << 30,  # our own metrics log replaces DeepSpeed's prints
+        "wall_clock_breakdown": False,
+    }
+    config.update(extra)
+    return config
+
+
+def load_deepspeed_json(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a DeepSpeed JSON fragment (configs/deepspeed/zero*.json)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError("DeepSpeed config not found", path) from None
+    except json.JSONDecodeError as err:
+        raise InputError(f"not valid JSON: {err.msg}", path, err.lineno) from None
+
+
+def adamw_param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups as in BERT: no weight decay on biases and normalization weights (1-D tensors)."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.ndim >= 2 else no_decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_engine(model: torch.nn.Module, ds_config: Mapping[str, Any], *, lr: float, weight_decay: float,
+                 warmup_steps: int, total_steps: int, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-6):
+    """Wrap `model` in a DeepSpeed engine with AdamW and warmup + linear decay of the lr.
+
+    AdamW is PyTorch's (no op to compile); DeepSpeed steps the scheduler once per optimizer step,
+    i.e. after each full global batch.
+    """
+    optimizer = torch.optim.AdamW(adamw_param_groups(model, weight_decay), lr=lr, betas=betas, eps=eps)
+    schedule = lr_lambda(warmup_steps, total_steps)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, optimizer=optimizer, config=dict(ds_config),
+        lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, schedule))
+    return engine
+
+
+def current_lr(engine) -> float:
+    """The learning rate the next optimizer step will use."""
+    return float(engine.lr_scheduler.get_last_lr()[0])
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's torch/CUDA/numpy/python RNG states (dropout draws from torch's)."""
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what `rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_training_checkpoint(engine, directory: str | os.PathLike, tag: str,
+                             client_state: Mapping[str, Any]) -> Path:
+    """Save weights, optimizer, scheduler, `client_state` and every rank's RNG (call on all ranks).
+
+    DeepSpeed writes `directory/latest` only after every file of the tag is written, so an
+    interrupted save never becomes the checkpoint a resume picks up.
+    """
+    directory = Path(directory)
+    tag_dir = directory / tag
+    tag_dir.mkdir(parents=True, exist_ok=True)
+    # RNG first: `latest` (written by DeepSpeed last) must never point at a tag without it
+    torch.save(rng_state(), tag_dir / RNG_FILE.format(rank=dist.get_rank()))
+    dist.barrier()
+    engine.save_checkpoint(str(directory), tag=tag, client_state=dict(client_state))
+    return tag_dir
+
+
+def latest_checkpoint_tag(directory: str | os.PathLike) -> str | None:
+    """The tag of the last complete checkpoint in `directory`, or None if there is none."""
+    latest = Path(directory) / "latest"
+    return latest.read_text().strip() if latest.is_file() else None
+
+
+def load_training_checkpoint(engine, directory: str | os.PathLike, tag: str | None = None) -> dict[str, Any]:
+    """Restore what `save_training_checkpoint` saved; return the client state.
+
+    The RNG file of this rank is restored when present (same world size); otherwise the RNG
+    keeps its current state and the resume is exact only up to dropout draws.
+    """
+    tag = tag or latest_checkpoint_tag(directory)
+    if tag is None:
+        raise InputError("no checkpoint to resume from (no 'latest' file)", directory)
+    path, client_state = engine.load_checkpoint(str(directory), tag=tag)
+    if path is None:
+        raise InputError(f"checkpoint {tag!r} could not be loaded", directory)
+    rng_file = Path(directory) / tag / RNG_FILE.format(rank=dist.get_rank())
+    if rng_file.is_file():
+        set_rng_state(torch.load(rng_file, weights_only=False))
+    else:
+        log.warning("no RNG state for rank %d in %s: dropout draws will differ from the saved run",
+                    dist.get_rank(), rng_file.parent)
+    return dict(client_state or {})
+
+
+def consolidated_state_dict(engine, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Full fp32 weights of the unwrapped module on CPU, for ZeRO 0-3 (call on all ranks).
+
+    Parameters come from DeepSpeed's fp32 master copy where one exists (ZeRO 1-3, bf16/fp16),
+    so partitioned or low-precision training still exports exact fp32 weights. `prefix`
+    keeps only keys under it (e.g. "encoder.") and strips it. Tied weights keep every name.
+    """
+    module = engine.module
+    by_param: dict[int, torch.Tensor] = {}
+    for param in module.parameters():
+        full = safe_get_full_fp32_param(param)  # collective under ZeRO-3
+        by_param[id(param)] = (param.detach() if full is None else full).float().cpu().clone()
+    out = {}
+    for name, value in module.state_dict(keep_vars=True).items():
+        if not name.startswith(prefix):
+            continue
+        tensor = by_param.get(id(value))
+        out[name[len(prefix):]] = tensor if tensor is not None else value.detach().cpu().clone()
+    return out
+
+
+def export_weights(engine, directory: str | os.PathLike,
+                   save: Callable[[dict[str, torch.Tensor], Path], Any], prefix: str = "") -> Path | None:
+    """Gather the full fp32 weights and let rank 0 write them with `save(state_dict, directory)`.
+
+    Call on every rank (ZeRO-3 gathers collectively). Unlike a DeepSpeed checkpoint, the result
+    loads into any world size, on CPU or GPU, for fine-tuning and inference.
+    """
+    state = consolidated_state_dict(engine, prefix)
+    directory = Path(directory)
+    if dist.get_rank() == 0:
+        save(state, directory)
+    dist.barrier()
+    return directory if dist.get_rank() == 0 else None
