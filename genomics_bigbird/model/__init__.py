@@ -1,1 +1,11 @@
-"""Model layer: imports only torch, einops and its own modules."""
+"""Model layer: imports only torch, einops, numpy, safetensors and its own modules."""
+from genomics_bigbird.model.checkpoint import load_checkpoint, save_checkpoint, unwrap_model
+from genomics_bigbird.model.config import EncoderConfig
+from genomics_bigbird.model.encoder import Encoder, build_encoder
+from genomics_bigbird.model.heads import (
+    MLMHead, PooledHead, PretrainingModel, SequenceClassifier, build_classifier, build_pretraining_model,
+    load_encoder_weights)
+
+__all__ = ["Encoder", "EncoderConfig", "MLMHead", "PooledHead", "PretrainingModel", "SequenceClassifier",
+           "build_classifier", "build_encoder", "build_pretraining_model", "load_checkpoint",
+           "load_encoder_weights", "save_checkpoint", "unwrap_model"]

@@ -4,7 +4,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-ATTENTION_KINDS = ("full", "bigbird", "combiner-fixed", "combiner-axial", "combiner-mixture")
+from genomics_bigbird.model.attention import ATTENTION_KINDS
+
 ATTENTION_BACKENDS = ("auto", "flex", "gather", "dense")
 GLOBAL_PLACEMENTS = ("first", "ends")
 

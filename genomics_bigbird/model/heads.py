@@ -1,0 +1,111 @@
+"""Heads and task models: a task model is (encoder, head); forward returns logits, never a loss.
+
+The MLM decoder is tied to the token embedding by construction: the head owns the transform and the
+output bias, and the embedding matrix is passed in at call time, so the weight exists once in the
+state_dict and a checkpoint needs no re-tying.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genomics_bigbird.model.config import EncoderConfig
+from genomics_bigbird.model.encoder import Encoder, build_encoder, init_weights
+
+
+class MLMHead(nn.Module):
+    """BERT's masked-LM head: dense + GELU + LayerNorm, then the (tied) embedding matrix + bias."""
+
+    def __init__(self, hidden_size: int, vocab_size: int, layer_norm_eps: float, initializer_range: float):
+        super().__init__()
+        self.transform = nn.Linear(hidden_size, hidden_size)
+        self.norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
+        self.apply(lambda module: init_weights(module, initializer_range))
+
+    def forward(self, hidden: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        """hidden: (n, hidden), embedding: (vocab, hidden) -> logits (n, vocab)."""
+        return F.linear(self.norm(F.gelu(self.transform(hidden))), embedding, self.bias)
+
+
+class PooledHead(nn.Module):
+    """`num_labels` logits from the pooled [CLS] vector: NSP (2), promoter (1), chromatin (919)."""
+
+    def __init__(self, hidden_size: int, num_labels: int, dropout: float, initializer_range: float):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden_size, num_labels)
+        self.apply(lambda module: init_weights(module, initializer_range))
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        """pooled: (batch, hidden) -> logits (batch, num_labels)."""
+        return self.classifier(self.dropout(pooled))
+
+
+class PretrainingModel(nn.Module):
+    """Encoder + MLM head (at masked positions only) + NSP head."""
+
+    def __init__(self, encoder: Encoder, mlm_head: MLMHead, nsp_head: PooledHead):
+        super().__init__()
+        self.encoder = encoder
+        self.mlm_head = mlm_head
+        self.nsp_head = nsp_head
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, segment_ids: torch.Tensor,
+                mlm_positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (mlm_logits (n_masked, vocab) in row-major order of `mlm_positions`, nsp_logits (batch, 2)).
+
+        mlm_positions: (batch, length) bool, True where a token was chosen for prediction
+        (usually `mlm_labels != -100`, so `mlm_labels[mlm_positions]` are the matching targets).
+        """
+        hidden, pooled = self.encoder(input_ids, attention_mask, segment_ids)
+        mlm_logits = self.mlm_head(hidden[mlm_positions], self.encoder.token_embedding.weight)
+        return mlm_logits, self.nsp_head(pooled)
+
+
+class SequenceClassifier(nn.Module):
+    """Encoder + one pooled head: promoter (1 logit) or chromatin profile (919 logits)."""
+
+    def __init__(self, encoder: Encoder, head: PooledHead):
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                segment_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Return logits (batch, num_labels)."""
+        _, pooled = self.encoder(input_ids, attention_mask, segment_ids)
+        return self.head(pooled)
+
+
+def build_pretraining_model(config: EncoderConfig) -> PretrainingModel:
+    """The MLM + NSP model of BigBird F.1 for `config`."""
+    mlm_head = MLMHead(config.hidden_size, config.vocab_size, config.layer_norm_eps, config.initializer_range)
+    nsp_head = PooledHead(config.hidden_size, 2, config.dropout, config.initializer_range)
+    return PretrainingModel(build_encoder(config), mlm_head, nsp_head)
+
+
+def build_classifier(config: EncoderConfig, num_labels: int) -> SequenceClassifier:
+    """A sequence classifier with `num_labels` outputs (promoter: 1; chromatin: 919 by default)."""
+    if num_labels < 1:
+        raise ValueError(f"num_labels must be at least 1, got {num_labels}")
+    head = PooledHead(config.hidden_size, num_labels, config.dropout, config.initializer_range)
+    return SequenceClassifier(build_encoder(config), head)
+
+
+def load_encoder_weights(model: PretrainingModel | SequenceClassifier,
+                         state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Copy the `encoder.*` weights of a task model's state_dict into `model.encoder` (heads untouched).
+
+    Every encoder weight must be present and match in shape: a partial load would silently
+    fine-tune from random layers.
+    """
+    prefix = "encoder."
+    encoder_state = {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
+    if not encoder_state:
+        raise ValueError("state_dict holds no encoder weights (no 'encoder.*' keys): "
+                         "pass the state_dict of a pretraining or classifier checkpoint")
+    model.encoder.load_state_dict(encoder_state, strict=True)
