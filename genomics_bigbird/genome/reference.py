@@ -97,7 +97,7 @@ class ReferenceGenome:
             pass
         closest = difflib.get_close_matches(name, list(self.contigs), n=3, cutoff=0.5)
         hint = f"closest: {', '.join(closest)}" if closest else f"contigs: {', '.join(list(self.contigs)[:5])}"
-        raise InputError(f"unknown contig {name!r} (not in this FASTA; {hint})", self.path)
+        raise InputError(f"unknown contig {name!r}: not in {self.path.name} ({hint})", self.path)
 
     def fetch(self, contig: str, start: int, end: int, strand: str = "+") -> str:
         """Return bases [start, end) of `contig`, 5'->3' on `strand`; ValueError outside the contig."""
