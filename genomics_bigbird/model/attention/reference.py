@@ -30,3 +30,12 @@ def full_ref(q, k, v, attention_mask=None) -> torch.Tensor:
     """Dense softmax attention over real keys, float64."""
     real = _real(attention_mask, q)
     return _dense_softmax_attention(q, k, v, real[:, None, None, :].to(q.device))
+
+
+def bigbird_ref(q, k, v, layout, block_size, attention_mask=None) -> torch.Tensor:
+    """Dense softmax restricted to the token-level expansion of the layout and to real keys, float64."""
+    length = q.shape[-2]
+    token_of_block = torch.arange(length) // block_size                 # (L,)
+    allowed = layout.cpu().bool()[:, token_of_block][:, :, token_of_block]   # (H, L, L)
+    allowed = allowed[None] & _real(attention_mask, q)[:, None, None, :]
+    return _dense_softmax_attention(q, k, v, allowed.to(q.device))
