@@ -1,0 +1,348 @@
+"""`gbb pretrain`: MLM + NSP pretraining of the encoder under DeepSpeed (BigBird appendix F.1).
+
+    gbb pretrain --config configs/pretrain/tiny.yaml [train.steps=200 ...] [--resume]
+
+One process on CPU as is; many under `torchrun --nproc_per_node N` or the `deepspeed` launcher.
+Outputs in `out_dir`: config.yaml (resolved), metrics.jsonl, tensorboard/, checkpoints/ (DeepSpeed,
+for resuming with the same world size), final/ (our checkpoint format: any world size, CPU or GPU,
+for fine-tuning), pretrain.log and manifest.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from genomics_bigbird.errors import InputError
+from pipelines.config import from_dict, load_config, save_config, to_dict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+NAN_HINT = ("lower train.lr, raise train.warmup_steps, keep train.gradient_clipping at 1.0, or use "
+            "train.precision=fp32; resume from the last checkpoint with --resume")
+
+
+@dataclass
+class PretrainData:
+    """Token shards from `gbb shards` and the tokenizer that made them."""
+
+    shards: str = "out/shards"
+    tokenizer: str = "out/tokenizer/dna_bpe.model"
+    max_length: int = 4096  # tokens per [CLS] A [SEP] B [SEP] instance
+    seed: int = 0  # data order and masking
+    num_workers: int = 0
+
+
+@dataclass
+class PretrainTrain:
+    """Optimization (BigBird Table 21: Adam, lr 1e-4, 10k warmup, linear decay, batch 256)."""
+
+    steps: int = 1_000_000  # optimizer steps
+    global_batch_size: int = 256  # instances per optimizer step, all ranks together
+    micro_batch_size: int = 8  # instances per forward pass on one rank
+    lr: float = 1e-4
+    warmup_steps: int = 10_000
+    weight_decay: float = 0.01
+    adam_eps: float = 1e-6
+    gradient_clipping: float = 1.0
+    zero_stage: int = 2
+    precision: str = "auto"  # auto = bf16 on GPU, fp32 on CPU
+    deepspeed_json: str | None = None  # None: configs/deepspeed/zero<stage>.json
+    checkpoint_every: int = 1000
+    log_every: int = 10
+    resume: bool = False
+    seed: int = 0  # weight initialization and dropout
+
+
+@dataclass
+class PretrainConfig:
+    """`model` is a path to configs/model/*.yaml, or a mapping of EncoderConfig fields that may
+    name such a file under `config:` and override some of its values."""
+
+    model: str | dict = "configs/model/tiny.yaml"
+    data: PretrainData = field(default_factory=PretrainData)
+    train: PretrainTrain = field(default_factory=PretrainTrain)
+    out_dir: str = "out/pretrain"
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: tuple[str, ...]) -> None:
+    parser.add_argument("--config", required=True, help="YAML, e.g. configs/pretrain/tiny.yaml")
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                        help="config overrides, e.g. train.steps=100 data.seed=1")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the last checkpoint in out_dir (same as train.resume=true)")
+    parser.add_argument("--quiet", action="store_true", help="no console log or progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(PretrainConfig, args.config, args.overrides)
+    if args.resume:
+        config.train.resume = True
+    main(config, quiet=args.quiet)
+    return 0
+
+
+def resolve_path(path: str | Path) -> Path:
+    """A relative path as given, or else relative to the project root (where configs/ lives)."""
+    path = Path(path)
+    if path.is_absolute() or path.exists() or not (PROJECT_ROOT / path).exists():
+        return path
+    return PROJECT_ROOT / path
+
+
+def resolve_model_config(model: str | dict):
+    """EncoderConfig from a YAML path or a mapping (optionally `config: <yaml>` + overrides)."""
+    from genomics_bigbird.model import EncoderConfig
+
+    spec = {"config": model} if isinstance(model, str) else dict(model)
+    tree = {}
+    if "config" in spec:
+        import yaml
+
+        path = resolve_path(spec.pop("config"))
+        if not path.is_file():
+            raise InputError("model config not found", path)
+        tree = yaml.safe_load(path.read_text()) or {}
+    tree.update(spec)
+    try:
+        return from_dict(EncoderConfig, tree, "model")
+    except ValueError as err:
+        raise InputError(str(err)) from None
+
+
+def deepspeed_extra(train: PretrainTrain) -> dict:
+    """The DeepSpeed JSON fragment (tuning keys) for the chosen ZeRO stage."""
+    from genomics_bigbird.train.engine import load_deepspeed_json
+
+    path = train.deepspeed_json or f"configs/deepspeed/zero{train.zero_stage}.json"
+    resolved = resolve_path(path)
+    if train.deepspeed_json is None and not resolved.is_file():
+        return {}  # installed without the configs folder: DeepSpeed's defaults for the stage
+    return load_deepspeed_json(resolved)
+
+
+def check_compatible(model_config, tokenizer, data: PretrainData, tokenizer_path: Path) -> None:
+    """Refuse a tokenizer or instance length the model cannot take (ids would index wrong rows)."""
+    if len(tokenizer) != model_config.vocab_size:
+        raise InputError(f"the tokenizer has {len(tokenizer)} tokens but model.vocab_size is "
+                         f"{model_config.vocab_size}; set model.vocab_size={len(tokenizer)} or use the "
+                         f"tokenizer the model config was made for", tokenizer_path)
+    if tokenizer.pad_id != model_config.pad_id:
+        raise InputError(f"the tokenizer's [PAD] id is {tokenizer.pad_id} but model.pad_id is "
+                         f"{model_config.pad_id}; set model.pad_id={tokenizer.pad_id}", tokenizer_path)
+    if data.max_length > model_config.max_position:
+        raise InputError(f"data.max_length={data.max_length} is longer than model.max_position="
+                         f"{model_config.max_position}; lower data.max_length or use a larger model")
+
+
+class _RankLog:
+    """What a non-zero rank uses instead of a Job: a logger, a silent progress bar, no files."""
+
+    def __init__(self, rank: int):
+        self.log = logging.getLogger(f"gbb.pretrain.rank{rank}")
+        self.outputs: dict[str, Any] = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def progress(self, iterable=None, **kwargs):
+        from tqdm import tqdm
+
+        return tqdm(iterable, disable=True, **{k: v for k, v in kwargs.items() if k == "total"})
+
+
+class MetricsWriter:
+    """metrics.jsonl + TensorBoard on rank 0; a resumed run first drops records after its checkpoint."""
+
+    def __init__(self, out_dir: Path, start_step: int, enabled: bool):
+        self.enabled = enabled
+        self.path = out_dir / "metrics.jsonl"
+        self.tensorboard = None
+        if not enabled:
+            return
+        from genomics_bigbird.atomic import atomic_write
+        from torch.utils.tensorboard import SummaryWriter
+
+        kept = []
+        if self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= start_step]
+        with atomic_write(self.path) as handle:
+            handle.writelines(line + "\n" for line in kept)
+        self.tensorboard = SummaryWriter(str(out_dir / "tensorboard"), purge_step=start_step + 1)
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        for name, value in record.items():
+            if name not in ("step", "epoch"):
+                self.tensorboard.add_scalar(f"pretrain/{name}", value, record["step"])
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+def summarize(totals: dict[str, float], lr: float, seconds: float, step: int, epoch: int) -> dict:
+    """One metrics record from summed micro-batch values (all ranks)."""
+    batches = max(totals.get("micro_batches", 0.0), 1.0)
+    return {
+        "step": step,
+        "epoch": epoch,
+        "loss": totals["loss"] / batches,
+        "mlm_loss": totals["mlm_loss"] / batches,
+        "nsp_loss": totals["nsp_loss"] / batches,
+        "mlm_accuracy": totals["mlm_correct"] / max(totals["mlm_predicted"], 1.0),
+        "nsp_accuracy": totals["nsp_correct"] / max(totals["nsp_total"], 1.0),
+        "lr": lr,
+        "tokens_per_s": totals["tokens"] / max(seconds, 1e-9),
+    }
+
+
+def train_step(engine, batches, accumulation: int, sums, step: int, device) -> Any:
+    """One optimizer step: `accumulation` micro-batches forward/backward, then DeepSpeed steps.
+
+    Returns the data position after the last micro-batch.
+    """
+    from genomics_bigbird.train.losses import mlm_accuracy, nsp_accuracy, pretraining_loss
+    from genomics_bigbird.train.loop import check_finite
+
+    position = None
+    for _ in range(accumulation):
+        position, batch = next(batches)
+        batch = {name: value.to(device, non_blocking=True) for name, value in batch.items()}
+        predicted = batch["mlm_labels"] != -100  # (batch, length) bool
+        mlm_logits, nsp_logits = engine(batch["input_ids"], batch["attention_mask"], batch["segment_ids"],
+                                        predicted)
+        targets = batch["mlm_labels"][predicted]
+        loss = pretraining_loss(mlm_logits, targets, nsp_logits, batch["is_next"])
+        check_finite(loss.total.detach(), step, NAN_HINT)
+        engine.backward(loss.total)
+        engine.step()
+        mlm_correct, mlm_predicted = mlm_accuracy(mlm_logits.detach(), targets)
+        nsp_correct, nsp_total = nsp_accuracy(nsp_logits.detach(), batch["is_next"])
+        sums.add(loss=loss.total.item(), mlm_loss=loss.mlm.item(), nsp_loss=loss.nsp.item(), micro_batches=1,
+                 mlm_correct=mlm_correct, mlm_predicted=mlm_predicted, nsp_correct=nsp_correct,
+                 nsp_total=nsp_total, tokens=int(batch["attention_mask"].sum()))
+    return position
+
+
+def main(config: PretrainConfig, quiet: bool = False) -> dict[str, Any]:
+    """Pretrain; return the outputs (paths, last metrics). Every rank calls this."""
+    import torch
+    import torch.distributed as dist
+
+    from genomics_bigbird.data.pretraining import PretrainingDataset, collate_pretraining
+    from genomics_bigbird.manifest import sha256_file
+    from genomics_bigbird.model import build_pretraining_model, save_checkpoint
+    from genomics_bigbird.tokenizer import DNATokenizer
+    from genomics_bigbird.train import engine as ds
+    from genomics_bigbird.train.loop import DataPosition, MetricSums, micro_batches
+    from pipelines.job import Job
+
+    train = config.train
+    model_config = resolve_model_config(config.model)
+    tokenizer_path = resolve_path(config.data.tokenizer)
+    tokenizer = DNATokenizer.load(tokenizer_path)
+    check_compatible(model_config, tokenizer, config.data, tokenizer_path)
+    tokenizer_sha256 = sha256_file(tokenizer_path)
+    dataset = PretrainingDataset(resolve_path(config.data.shards), tokenizer, max_length=config.data.max_length,
+                                 seed=config.data.seed)
+
+    ctx = ds.init_distributed()
+    ds.set_deepspeed_log_level(logging.WARNING)
+    out_dir = Path(config.out_dir)
+    checkpoints = out_dir / "checkpoints"
+    precision = ds.resolve_precision(train.precision, ctx.device)
+    ds_config = ds.deepspeed_config(global_batch_size=train.global_batch_size,
+                                    micro_batch_size=train.micro_batch_size, world_size=ctx.world_size,
+                                    zero_stage=train.zero_stage, precision=precision,
+                                    gradient_clipping=train.gradient_clipping, extra=deepspeed_extra(train))
+    accumulation = ds_config["gradient_accumulation_steps"]
+    has_checkpoint = ds.latest_checkpoint_tag(checkpoints) is not None
+    if has_checkpoint and not train.resume:
+        raise InputError("holds checkpoints of an earlier run; pass --resume (train.resume=true) to "
+                         "continue it, or choose another out_dir", out_dir)
+    resolved = to_dict(config)
+    resolved["model"] = model_config.to_dict()
+    resolved["resolved"] = {"world_size": ctx.world_size, "gradient_accumulation_steps": accumulation,
+                            "precision": precision, "deepspeed": ds_config}
+
+    job = (Job("pretrain", out_dir, inputs=[tokenizer_path], config=resolved, seed=config.data.seed, quiet=quiet)
+           if ctx.is_main else _RankLog(ctx.rank))
+    with job:
+        if ctx.is_main:
+            save_config(from_dict(PretrainConfig, {k: v for k, v in resolved.items() if k != "resolved"}),
+                        out_dir / "config.yaml")
+        torch.manual_seed(train.seed)  # identical initial weights on every rank
+        model = build_pretraining_model(model_config)
+        engine = ds.build_engine(model, ds_config, lr=train.lr, weight_decay=train.weight_decay,
+                                 warmup_steps=train.warmup_steps, total_steps=train.steps, eps=train.adam_eps)
+        torch.manual_seed(train.seed + 1 + ctx.rank)  # dropout differs between ranks
+        step, position = 0, DataPosition()
+        if train.resume and has_checkpoint:
+            state = ds.load_training_checkpoint(engine, checkpoints)
+            step, position = state["step"], DataPosition(state["epoch"], state["batches_done"])
+            job.log.info("resumed from step %d (epoch %d, %d micro-batches into it)", step, position.epoch,
+                         position.batches_done)
+        elif train.resume:
+            job.log.warning("no checkpoint in %s: starting from step 0", checkpoints)
+        job.log.info("%d instances; %d rank(s) x micro-batch %d x %d accumulation = global batch %d; %s on %s",
+                     len(dataset), ctx.world_size, train.micro_batch_size, accumulation,
+                     train.global_batch_size, precision, ctx.device)
+
+        collate = lambda items: collate_pretraining(items, tokenizer.pad_id,  # noqa: E731
+                                                    pad_to_multiple_of=model_config.block_size)
+        batches = micro_batches(dataset, collate, train.micro_batch_size, seed=config.data.seed, rank=ctx.rank,
+                                world_size=ctx.world_size, start=position, num_workers=config.data.num_workers)
+        metrics = MetricsWriter(out_dir, step, enabled=ctx.is_main)
+        sums, record = MetricSums(), {}
+        bar = job.progress(total=train.steps, desc="pretrain", unit="step")
+        bar.n = bar.last_print_n = step  # a resumed run starts its bar where it left off
+        tick = time.perf_counter()
+        try:
+            while step < train.steps:
+                lr = ds.current_lr(engine)
+                position = train_step(engine, batches, accumulation, sums, step + 1, ctx.device)
+                step += 1
+                last = step == train.steps
+                if step % train.log_every == 0 or last:
+                    now = time.perf_counter()
+                    record = summarize(sums.reduce(ctx.device), lr, now - tick, step, position.epoch)
+                    tick = now
+                    metrics.write(record)
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+                if step % train.checkpoint_every == 0 or last:
+                    ds.save_training_checkpoint(engine, checkpoints, f"step{step}", {
+                        "step": step, "epoch": position.epoch, "batches_done": position.batches_done,
+                        "world_size": ctx.world_size, "data_seed": config.data.seed})
+                bar.update(1)
+        finally:
+            bar.close()
+            metrics.close()
+
+        def write_final(state_dict, directory):
+            final_model = build_pretraining_model(model_config)
+            final_model.load_state_dict(state_dict)
+            save_checkpoint(directory, final_model, model_config=model_config.to_dict(), task="pretraining",
+                            tokenizer_sha256=tokenizer_sha256,
+                            extra={"steps": step, "metrics": record, "tokenizer": str(tokenizer_path)})
+
+        ds.export_weights(engine, out_dir / "final", write_final)
+        job.outputs.update({"final": str(out_dir / "final"), "checkpoints": str(checkpoints),
+                            "metrics": str(out_dir / "metrics.jsonl"), "steps": step, "last": record})
+        job.log.info("step %d: loss %.4f, MLM accuracy %.3f, NSP accuracy %.3f; weights in %s", step,
+                     record.get("loss", float("nan")), record.get("mlm_accuracy", float("nan")),
+                     record.get("nsp_accuracy", float("nan")), out_dir / "final")
+    if dist.is_initialized():
+        dist.barrier()
+    return dict(job.outputs)
+
