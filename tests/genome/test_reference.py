@@ -130,3 +130,21 @@ def test_pickle_reopens_and_context_manager_closes(fasta):
         copy = pickle.loads(pickle.dumps(genome))
     assert copy.fetch("chr1", 0, 8) == "ACGTACGG"
     assert genome.fetch("chr1", 0, 4) == "ACGT"  # re-opens after close
+
+
+def test_forked_child_reopens_its_own_handle(fasta):
+    import multiprocessing
+
+    genome = ReferenceGenome(fasta)
+    assert genome.fetch("chr1", 0, 4) == "ACGT"  # parent handle open before the fork
+    ctx = multiprocessing.get_context("fork")
+    parent_end, child_end = ctx.Pipe()
+
+    def child():
+        child_end.send(genome.fetch("chrM", 0, 7, strand="-"))
+
+    process = ctx.Process(target=child)
+    process.start()
+    process.join(timeout=30)
+    assert process.exitcode == 0 and parent_end.recv() == rc_by_hand("GATTACA")
+    assert genome.fetch("chr1", 4, 8) == "ACGG"  # the parent's handle still works
