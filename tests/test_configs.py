@@ -12,6 +12,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # configs/<directory>/... -> "module:DataclassName". A YAML in a directory missing here fails the test.
 CONFIG_CLASSES = {
     "model": "genomics_bigbird.model.config:EncoderConfig",
+    "pretrain": "pipelines.pretrain:PretrainConfig",
 }
 
 

@@ -10,7 +10,7 @@ from genomics_bigbird.model import (
     EncoderConfig, build_classifier, build_encoder, build_pretraining_model, load_encoder_weights)
 from pipelines.config import load_config
 
-KINDS = ("full",)  # the sparse kinds join as their kernels land
+KINDS = ("full", "bigbird")  # the combiner kinds join as their kernels land
 TINY_YAML = Path(__file__).resolve().parents[2] / "configs" / "model" / "tiny.yaml"
 VOCAB, PAD, MASK, CLS = 40, 0, 1, 2
 
@@ -60,7 +60,7 @@ def test_shapes_of_every_output():
 
 
 def test_tiny_yaml_builds_a_model_of_the_documented_size():
-    config = load_config(EncoderConfig, TINY_YAML, overrides=["attention=full"])
+    config = load_config(EncoderConfig, TINY_YAML)
     encoder = build_encoder(config)
     per_layer = 4 * 128 * 128 + 2 * 128 * 512  # qkv + out, MLP up + down (weights only)
     weights = sum(p.numel() for name, p in encoder.named_parameters()
