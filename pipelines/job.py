@@ -11,16 +11,18 @@ from tqdm import tqdm
 
 from genomics_bigbird.manifest import write_manifest
 
+_CAPTURED = ("gbb", "genomics_bigbird")
+
 
 class Job:
-    """A pipeline run writing into `out_dir`: logs to `out_dir/<name>.log`, manifest at the end.
+    """A pipeline run writing into `out_dir`: logs to `out_dir/<log_name>`, manifest at the end.
 
     Use as a context manager; the manifest is written only when the block succeeds.
     """
 
     def __init__(self, name: str, out_dir: str | Path, *, inputs: Sequence[str | Path] = (),
                  config: Mapping[str, Any] | None = None, seed: int | None = None,
-                 quiet: bool = False, manifest_name: str = "manifest.json"):
+                 quiet: bool = False, manifest_name: str = "manifest.json", log_name: str | None = None):
         self.name = name
         self.out_dir = Path(out_dir)
         self.inputs = list(inputs)
@@ -28,6 +30,7 @@ class Job:
         self.seed = seed
         self.quiet = quiet
         self.manifest_name = manifest_name
+        self.log_name = log_name or f"{name}.log"
         self.outputs: dict[str, Any] = {}
         self.log = logging.getLogger(f"gbb.{name}")
         self._handlers: list[logging.Handler] = []
@@ -37,17 +40,19 @@ class Job:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._start = time.time()
         fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        file_handler = logging.FileHandler(self.out_dir / f"{self.name}.log")
+        file_handler = logging.FileHandler(self.out_dir / self.log_name)
         file_handler.setFormatter(fmt)
         self._handlers.append(file_handler)
         if not self.quiet:
             console = logging.StreamHandler(sys.stderr)
             console.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
             self._handlers.append(console)
-        root = logging.getLogger("gbb")
-        root.setLevel(logging.INFO)
-        for handler in self._handlers:
-            root.addHandler(handler)
+        # Pipelines log as gbb.*, the library as genomics_bigbird.*: both go to the job's log.
+        for logger_name in _CAPTURED:
+            logger = logging.getLogger(logger_name)
+            logger.setLevel(logging.INFO)
+            for handler in self._handlers:
+                logger.addHandler(handler)
         self.log.info("started; outputs in %s", self.out_dir)
         return self
 
@@ -62,9 +67,10 @@ class Job:
             else:
                 self.log.error("failed after %.1f s: %s", elapsed, exc)
         finally:
-            root = logging.getLogger("gbb")
+            for logger_name in _CAPTURED:
+                for handler in self._handlers:
+                    logging.getLogger(logger_name).removeHandler(handler)
             for handler in self._handlers:
-                root.removeHandler(handler)
                 handler.close()
             self._handlers.clear()
 
