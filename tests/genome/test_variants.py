@@ -184,3 +184,15 @@ def test_malformed_header_names_its_line(files, tmp_path):
     with pytest.raises(InputError) as err:
         list(read_variant_windows(headless, genome, W))
     assert err.value.line == 2 and "#CHROM" in err.value.message
+
+
+def test_malformed_record_inside_a_region_names_its_line(files, tmp_path):
+    genome, _ = files
+    bad = tmp_path / "bad_region.vcf"
+    lines = vcf_text(RECORDS[:6]).splitlines()
+    lines[11] = lines[11].replace("\t.\tPASS\t.", "\t.\tPASS")  # the `ins` record (line 12) loses INFO
+    bad.write_text("\n".join(lines) + "\n")
+    indexed = pysam.tabix_index(str(bad), preset="vcf", force=True)
+    with pytest.raises(InputError) as err:
+        list(read_variant_windows(indexed, genome, W, region="chr1:145-300"))
+    assert err.value.line == 12 and "malformed VCF record" in err.value.message
