@@ -43,7 +43,7 @@ def main(chain: Path, bed: Path, out: Path, unmapped: Path, *, length_tolerance:
         raise InputError("--out and --unmapped must be different files", out)
     config = {"length_tolerance": length_tolerance}
     with Job("liftover", out.parent, inputs=[chain, bed], config=config, quiet=quiet,
-             manifest_name=f"{out.name}.manifest.json") as job:
+             manifest_name=f"{out.name}.manifest.json", log_name=f"{out.name}.log") as job:
         records = list(read_bed(bed))  # validate the whole BED before writing anything
         job.log.info("lifting %d records from %s through %s", len(records), bed, chain)
         result = ChainLifter(chain, length_tolerance).lift_all(records)

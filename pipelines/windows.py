@@ -62,7 +62,7 @@ def main(fasta: Path, bed: Path, out: Path, *, anchor: str = "center", width: in
     config = {"anchor": anchor, "width": window_width, "upstream": upstream if anchor == "tss" else None,
               "downstream": downstream if anchor == "tss" else None, "format": suffix.lstrip(".")}
     with Job("windows", out.parent, inputs=[fasta, bed], config=config, quiet=quiet,
-             manifest_name=f"{out.name}.manifest.json") as job:
+             manifest_name=f"{out.name}.manifest.json", log_name=f"{out.name}.log") as job:
         n_records = sum(1 for _ in read_bed(bed))
         genome = ReferenceGenome(fasta)
         job.log.info("%d BED records from %s; %s windows of %d bp from %s", n_records, bed, anchor,
