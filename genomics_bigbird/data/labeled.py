@@ -1,0 +1,333 @@
+"""Labeled windows: the one on-disk format of every fine-tuning data set (promoter, chromatin).
+
+One HDF5 file per data set, rows in a fixed order:
+
+    sequences  (n,)             fixed-width bytes `S{window}`, the window read 5'->3' (A/C/G/T/N)
+    labels     (n, n_features)  uint8, 1 = positive
+    split      (n,)             b"train" / b"valid" / b"test"
+    chrom, name (n,)            UTF-8 strings ("." for sources without coordinates, e.g. DeepSEA)
+    start, end (n,)             int64, 0-based half-open window on the reference (-1 when unknown)
+    strand     (n,)             b"+" / b"-" (the strand the sequence is read on)
+    features/name, features/group   (n_features,) the label columns and their group (DHS/TF/HM, ...)
+    attrs: format, version, task, window, scheme, source, seed
+
+The file is written under a temporary name and renamed when complete; a JSON manifest with the
+counts (rows per split, positives per feature and split) is written beside it as `<stem>.json`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Protocol, Sequence
+
+import h5py
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from genomics_bigbird.atomic import atomic_path
+from genomics_bigbird.errors import InputError
+from genomics_bigbird.genome.sequence import reverse_complement
+from genomics_bigbird.manifest import write_manifest
+
+FORMAT = "genomics-bigbird labeled windows"
+VERSION = 1
+SPLITS = ("train", "valid", "test")
+_STR = h5py.string_dtype("utf-8")
+_ALLOWED_BASES = np.zeros(256, dtype=bool)
+_ALLOWED_BASES[list(b"ACGTN")] = True
+
+
+class Tokenizer(Protocol):
+    """What `TokenizedWindows` needs of `genomics_bigbird.tokenizer.DNATokenizer`."""
+
+    cls_id: int
+    sep_id: int
+    pad_id: int
+
+    def encode(self, sequence: str) -> list[int]: ...
+
+
+def _chunk_rows(window: int) -> int:
+    """Rows per HDF5 chunk: about 128 KiB of sequence, so random access decompresses little."""
+    return max(1, (128 * 1024) // max(window, 1))
+
+
+@dataclass
+class LabeledWriter:
+    """Append labeled windows to a new HDF5 file; renamed into place (with its manifest) on success.
+
+    Use as a context manager: `with LabeledWriter(path, window=8000, ...) as out: out.append(...)`.
+    """
+
+    path: str | os.PathLike
+    window: int
+    feature_names: Sequence[str]
+    feature_groups: Sequence[str]
+    task: str
+    scheme: str = ""
+    source: str = ""
+    seed: int | None = None
+    inputs: Sequence[str | os.PathLike] = ()
+    config: Mapping[str, Any] | None = None
+    n_rows: int = field(default=0, init=False)
+    split_counts: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SPLITS}, init=False)
+    positives: dict[str, np.ndarray] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        if self.window <= 0:
+            raise ValueError(f"window must be positive, got {self.window}")
+        if len(self.feature_names) != len(self.feature_groups) or not self.feature_names:
+            raise ValueError("feature_names and feature_groups must be non-empty and of equal length")
+        self.path = Path(self.path)
+        self.n_features = len(self.feature_names)
+        self.positives = {s: np.zeros(self.n_features, dtype=np.int64) for s in SPLITS}
+        self._atomic = None
+        self._file: h5py.File | None = None
+
+    def __enter__(self) -> "LabeledWriter":
+        self._atomic = atomic_path(self.path)
+        tmp = self._atomic.__enter__()
+        self._file = h5py.File(tmp, "w")
+        self._create(self._file)
+        return self
+
+    def _create(self, f: h5py.File) -> None:
+        rows = _chunk_rows(self.window)
+
+        def column(name, dtype, shape=(), chunk_rows=4096):
+            f.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
+                             chunks=(chunk_rows, *shape), compression="gzip")
+
+        column("sequences", f"S{self.window}", chunk_rows=rows)
+        column("labels", np.uint8, (self.n_features,), chunk_rows=max(1, min(4096, (1 << 16) // self.n_features)))
+        for name, dtype in (("split", "S5"), ("chrom", _STR), ("name", _STR), ("strand", "S1"),
+                            ("start", np.int64), ("end", np.int64)):
+            column(name, dtype)
+        group = f.create_group("features")
+        group.create_dataset("name", data=np.array(list(self.feature_names), dtype=object), dtype=_STR)
+        group.create_dataset("group", data=np.array(list(self.feature_groups), dtype=object), dtype=_STR)
+        f.attrs.update({"format": FORMAT, "version": VERSION, "task": self.task, "window": self.window,
+                        "scheme": self.scheme, "source": self.source,
+                        "seed": -1 if self.seed is None else int(self.seed)})
+
+    def append(self, sequences: Sequence[str] | np.ndarray, labels: np.ndarray, split: Sequence[str], *,
+               chrom: Sequence[str] | None = None, start: Sequence[int] | None = None,
+               end: Sequence[int] | None = None, strand: Sequence[str] | None = None,
+               name: Sequence[str] | None = None) -> None:
+        """Append rows; sequences are `window` bases of A/C/G/T/N, labels (rows, n_features) of 0/1."""
+        seq = np.asarray([s.encode("ascii") if isinstance(s, str) else s for s in sequences], dtype=f"S{self.window}")
+        n = len(seq)
+        if n == 0:
+            return
+        raw = seq.view(np.uint8).reshape(n, -1) if seq.dtype.itemsize else np.zeros((n, 0), np.uint8)
+        if raw.shape[1] != self.window or (raw == 0).any():
+            raise ValueError(f"every sequence must have exactly {self.window} bases")
+        if not _ALLOWED_BASES[raw].all():
+            raise ValueError("sequences may only contain upper-case A, C, G, T and N")
+        labels = np.asarray(labels)
+        if labels.shape != (n, self.n_features):
+            raise ValueError(f"labels have shape {labels.shape}, expected {(n, self.n_features)}")
+        if not np.isin(labels, (0, 1)).all():
+            raise ValueError("labels must be 0 or 1")
+        split = np.asarray(split, dtype="S5")
+        unknown = set(np.unique(split).astype(str)) - set(SPLITS)
+        if len(split) != n or unknown:
+            raise ValueError(f"split must give one of {SPLITS} per row (unknown: {sorted(unknown)})")
+        values = {
+            "sequences": seq, "labels": labels.astype(np.uint8), "split": split,
+            "chrom": np.asarray(["."] * n if chrom is None else list(chrom), dtype=object),
+            "name": np.asarray([f"{self.n_rows + i}" for i in range(n)] if name is None else list(name), dtype=object),
+            "strand": np.asarray(["+"] * n if strand is None else list(strand), dtype="S1"),
+            "start": np.asarray([-1] * n if start is None else start, dtype=np.int64),
+            "end": np.asarray([-1] * n if end is None else end, dtype=np.int64),
+        }
+        for key, value in values.items():
+            if len(value) != n:
+                raise ValueError(f"{key} has {len(value)} rows, expected {n}")
+            dataset = self._file[key]
+            dataset.resize(self.n_rows + n, axis=0)
+            dataset[self.n_rows:] = value
+        self.n_rows += n
+        for s in SPLITS:
+            rows = split == s.encode()
+            self.split_counts[s] += int(rows.sum())
+            self.positives[s] += labels[rows].sum(axis=0, dtype=np.int64)
+
+    def summary(self) -> dict[str, Any]:
+        """Counts for reports and manifests: rows per split and positives per feature and split."""
+        return {
+            "path": str(self.path), "task": self.task, "scheme": self.scheme, "source": self.source,
+            "window": self.window, "n_features": self.n_features, "rows": self.n_rows,
+            "rows_per_split": dict(self.split_counts),
+            "positives_per_split": {s: int(self.positives[s].sum()) for s in SPLITS},
+            "positives_per_feature": {s: {n: int(c) for n, c in zip(self.feature_names, self.positives[s])}
+                                      for s in SPLITS},
+        }
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._file.close()
+        self._atomic.__exit__(exc_type, exc, tb)
+        if exc_type is None:
+            write_manifest(self.path.parent, command=f"labeled windows: {self.task}", inputs=self.inputs,
+                           config=self.config, seed=self.seed, outputs=self.summary(),
+                           name=self.path.stem + ".json")
+
+
+def _text(values: np.ndarray) -> np.ndarray:
+    """Decode an HDF5 string column to a numpy array of str."""
+    return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in values], dtype=object)
+
+
+class LabeledWindows:
+    """Read a labeled-windows HDF5 file: metadata in memory, sequences and labels on demand.
+
+    The HDF5 handle is opened lazily in each process, so the reader can be sent to DataLoader workers.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputError("labeled-windows file not found", self.path)
+        if not h5py.is_hdf5(self.path):
+            raise InputError("not an HDF5 file (expected the output of `gbb promoter/chromatin prepare`)", self.path)
+        with h5py.File(self.path, "r") as f:
+            if f.attrs.get("format") != FORMAT:
+                raise InputError(f"not a labeled-windows file (attribute format is {f.attrs.get('format')!r})", self.path)
+            self.attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+            self.window = int(self.attrs["window"])
+            self.features = pd.DataFrame({"name": _text(f["features/name"][:]),
+                                          "group": _text(f["features/group"][:])})
+            self.split = np.char.decode(f["split"][:], "ascii").astype(object)
+        self.task, self.scheme, self.source = self.attrs["task"], self.attrs["scheme"], self.attrs["source"]
+        self._file: h5py.File | None = None
+        self._pid = -1
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.features["name"])
+
+    @property
+    def feature_groups(self) -> list[str]:
+        return list(self.features["group"])
+
+    def _h5(self) -> h5py.File:
+        if self._file is None or self._pid != os.getpid():
+            self._file, self._pid = h5py.File(self.path, "r"), os.getpid()
+        return self._file
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def indices(self, split: str | None = None) -> np.ndarray:
+        """Row numbers of one split (all rows when None), in file order."""
+        if split is None:
+            return np.arange(len(self))
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        return np.flatnonzero(self.split == split)
+
+    def sequence(self, index: int) -> str:
+        """The window of row `index`, 5'->3'."""
+        return self._h5()["sequences"][int(index)].decode("ascii")
+
+    def labels(self, rows: np.ndarray | int | None = None) -> np.ndarray:
+        """Labels (uint8) of one row, of several rows, or of all rows."""
+        data = self._h5()["labels"]
+        if rows is None:
+            return data[:]
+        if np.ndim(rows) == 0:
+            return data[int(rows)]
+        # h5py reads fancy indices only in increasing order without repeats.
+        unique, inverse = np.unique(np.asarray(rows, dtype=np.int64), return_inverse=True)
+        if not len(unique):
+            return np.zeros((0, data.shape[1]), dtype=np.uint8)
+        return data[unique][inverse]
+
+    def records(self, split: str | None = None) -> pd.DataFrame:
+        """The rows' coordinates, strand, name and split as a table (BED-like, 0-based half-open)."""
+        f = self._h5()
+        frame = pd.DataFrame({
+            "chrom": _text(f["chrom"][:]), "start": f["start"][:], "end": f["end"][:],
+            "name": _text(f["name"][:]), "strand": np.char.decode(f["strand"][:], "ascii"), "split": self.split})
+        return frame if split is None else frame.iloc[self.indices(split)].reset_index(drop=True)
+
+    def close(self) -> None:
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+        self._file, self._pid = None, -1
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_file"], state["_pid"] = None, -1
+        return state
+
+    def __repr__(self) -> str:
+        counts = {s: int((self.split == s).sum()) for s in SPLITS}
+        return f"LabeledWindows({str(self.path)!r}, task={self.task!r}, window={self.window}, {counts})"
+
+
+class TokenizedWindows(Dataset):
+    """One split of a labeled data set as token ids: `[CLS] tokens [SEP]`, with float labels.
+
+    `reverse_complement=True` tokenizes the reverse complement of each window (for ensembling).
+    `max_length` (special tokens included) keeps the middle tokens of a longer window, so the
+    labeled center stays in view; None keeps every token.
+    """
+
+    def __init__(self, labeled: LabeledWindows, tokenizer: Tokenizer, split: str | None,
+                 reverse_complement: bool = False, max_length: int | None = None):
+        if max_length is not None and max_length < 3:
+            raise ValueError(f"max_length must be at least 3 ([CLS] token [SEP]), got {max_length}")
+        self.labeled = labeled
+        self.tokenizer = tokenizer
+        self.split = split
+        self.reverse_complement = reverse_complement
+        self.max_length = max_length
+        self.rows = labeled.indices(split)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, item: int) -> dict[str, torch.Tensor | int]:
+        index = int(self.rows[item])
+        sequence = self.labeled.sequence(index)
+        if self.reverse_complement:
+            sequence = reverse_complement(sequence)
+        tokens = list(self.tokenizer.encode(sequence))
+        if self.max_length is not None and len(tokens) > self.max_length - 2:
+            keep = self.max_length - 2
+            first = (len(tokens) - keep) // 2
+            tokens = tokens[first:first + keep]
+        ids = torch.tensor([self.tokenizer.cls_id, *tokens, self.tokenizer.sep_id], dtype=torch.long)
+        return {
+            "input_ids": ids,                                        # (length,)
+            "attention_mask": torch.ones(len(ids), dtype=torch.bool),  # True = real token
+            "labels": torch.from_numpy(self.labeled.labels(index).astype(np.float32)),  # (n_features,)
+            "index": index,
+        }
+
+
+def collate_windows(items: Iterable[Mapping[str, Any]], pad_id: int,
+                    pad_to_multiple_of: int | None = None) -> dict[str, torch.Tensor]:
+    """Stack items into a batch, right-padding input_ids with `pad_id` (mask False at padding)."""
+    items = list(items)
+    if not items:
+        raise ValueError("cannot collate an empty batch")
+    length = max(len(item["input_ids"]) for item in items)
+    if pad_to_multiple_of:
+        length = -(-length // pad_to_multiple_of) * pad_to_multiple_of
+    input_ids = torch.full((len(items), length), pad_id, dtype=torch.long)   # (batch, length)
+    attention_mask = torch.zeros((len(items), length), dtype=torch.bool)    # (batch, length)
+    for row, item in enumerate(items):
+        n = len(item["input_ids"])
+        input_ids[row, :n] = torch.as_tensor(item["input_ids"], dtype=torch.long)
+        attention_mask[row, :n] = torch.as_tensor(item["attention_mask"], dtype=torch.bool)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "labels": torch.stack([torch.as_tensor(item["labels"], dtype=torch.float32) for item in items]),
+        "index": torch.tensor([int(item["index"]) for item in items], dtype=torch.long),
+    }
