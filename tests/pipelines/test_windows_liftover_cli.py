@@ -39,7 +39,7 @@ def test_windows_fasta_exact_output(inputs, tmp_path, capsys):
     manifest = json.loads((tmp_path / "out" / "w.fa.manifest.json").read_text())
     assert manifest["outputs"]["n_windows"] == 3 and manifest["outputs"]["n_padded_bases"] == 2
     assert manifest["config"]["width"] == 6
-    assert "2 padded bases" in (tmp_path / "out" / "windows.log").read_text()
+    assert "2 padded bases" in (tmp_path / "out" / "w.fa.log").read_text()
     assert capsys.readouterr().out == ""
 
 
@@ -113,7 +113,7 @@ def test_liftover_cli_counts_and_files(tmp_path, capsys):
     outputs = json.loads((tmp_path / "lifted.bed.manifest.json").read_text())["outputs"]
     assert (outputs["n_input"], outputs["n_mapped"], outputs["n_unmapped"]) == (4, 2, 2)
     assert outputs["n_strand_flipped"] == 1
-    assert "4 input = 2 mapped + 2 unmapped" in (tmp_path / "liftover.log").read_text()
+    assert "4 input = 2 mapped + 2 unmapped" in (tmp_path / "lifted.bed.log").read_text()
 
 
 def test_liftover_cli_bad_bed_exits_2(tmp_path, capsys):
