@@ -64,7 +64,9 @@ def test_own_inputs_skip_downloads_and_wire_every_step(tmp_path):
             "> out/logs/corpus.log 2>&1") in commands
     score = next(c for c in commands if c.startswith("gbb score-variants"))
     assert "--checkpoint out/finetune_promoter/final --region chr22" in score
-    assert any("configs/pretrain/tiny.yaml data.shards=out/shards" in c for c in commands)
+    pretrain = next(c for c in commands if "gbb pretrain" in c)
+    assert "configs/pretrain/tiny.yaml data.shards=out/shards" in pretrain
+    assert "model.vocab_size=32000 out_dir=out/pretrain" in pretrain  # the tokenizer's vocabulary
 
 
 def test_finished_steps_are_not_rerun(tmp_path):
