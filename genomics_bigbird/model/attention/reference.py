@@ -39,3 +39,73 @@ def bigbird_ref(q, k, v, layout, block_size, attention_mask=None) -> torch.Tenso
     allowed = layout.cpu().bool()[:, token_of_block][:, :, token_of_block]   # (H, L, L)
     allowed = allowed[None] & _real(attention_mask, q)[:, None, None, :]
     return _dense_softmax_attention(q, k, v, allowed.to(q.device))
+
+
+def _combiner_position(q, k, v, i: int, direct: list[int], spans: list[list[int]]) -> torch.Tensor:
+    """Eqs. 7-9 for one query: direct keys one by one, each span through its abstraction."""
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    scores = [q[i] @ k[j] * scale for j in direct]
+    values = [v[j] for j in direct]
+    for members in spans:
+        if not members:                       # a span with no real key is dropped
+            continue
+        k_span = k[members].max(dim=0).values
+        q_span = q[members].max(dim=0).values
+        local = torch.softmax(k[members] @ q_span * scale, dim=0)
+        scores.append(q[i] @ k_span * scale)
+        values.append(local @ v[members])
+    return torch.softmax(torch.stack(scores), dim=0) @ torch.stack(values)
+
+
+def _combiner_ref(q, k, v, attention_mask, partition) -> torch.Tensor:
+    """Apply `partition(i, real) -> (direct, spans)` position by position, float64."""
+    q, k, v = q.double(), k.double(), v.double()
+    batch, heads, length, _ = q.shape
+    real = _real(attention_mask, q).tolist()
+    out = torch.zeros_like(q)
+    rows = []
+    for b in range(batch):
+        for h in range(heads):
+            outputs = []
+            for i in range(length):
+                direct, spans = partition(i, real[b])
+                if direct or any(spans):
+                    outputs.append(_combiner_position(q[b, h], k[b, h], v[b, h], i, direct, spans))
+                else:                           # nothing real to attend to: padding, NaN
+                    outputs.append(torch.full_like(q[b, h, i], float("nan")))
+            rows.append(torch.stack(outputs))
+    return torch.stack(rows).view_as(out)
+
+
+def combiner_fixed_ref(q, k, v, span: int, attention_mask=None) -> torch.Tensor:
+    """Combiner-Fixed (eq. 10) from the definition: own span direct, every other span abstracted."""
+    length = q.shape[-2]
+
+    def partition(i, real):
+        own = i // span
+        direct = [j for j in range(length) if j // span == own and real[j]]
+        spans = [[j for j in range(r * span, min(length, (r + 1) * span)) if real[j]]
+                 for r in range(math.ceil(length / span)) if r != own]
+        return direct, spans
+
+    return _combiner_ref(q, k, v, attention_mask, partition)
+
+
+def combiner_axial_ref(q, k, v, span: int, attention_mask=None) -> torch.Tensor:
+    """Combiner-Axial from the definition: row and column direct, other columns minus i's row abstracted."""
+    length = q.shape[-2]
+
+    def partition(i, real):
+        row, col = divmod(i, span)
+        direct = [j for j in range(length) if (j // span == row or j % span == col) and real[j]]
+        spans = [[j for j in range(length) if j % span == c and j // span != row and real[j]]
+                 for c in range(span) if c != col]
+        return direct, spans
+
+    return _combiner_ref(q, k, v, attention_mask, partition)
+
+
+def combiner_mixture_ref(q, k, v, span: int, attention_mask=None) -> torch.Tensor:
+    """Combiner-Mixture: the mean of the fixed and axial plans (§3.3)."""
+    return 0.5 * (combiner_fixed_ref(q, k, v, span, attention_mask)
+                  + combiner_axial_ref(q, k, v, span, attention_mask))

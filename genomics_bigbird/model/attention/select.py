@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from genomics_bigbird.model.attention.bigbird import SparsePlan, block_sparse_attention
+from genomics_bigbird.model.attention.combiner import combiner_attention
 from genomics_bigbird.model.attention.full import full_attention
 from genomics_bigbird.model.attention.patterns import bigbird_layout
 
@@ -59,6 +60,21 @@ class BigBirdAttention(nn.Module):
                 f"random={self.num_random_blocks}, backend={self.backend}, seed={self.seed}")
 
 
+class CombinerAttention(nn.Module):
+    """Combiner attention with a fixed, axial or mixture plan; span None = near sqrt(length)."""
+
+    def __init__(self, *, plan: str, span: int | None):
+        super().__init__()
+        self.plan, self.span = plan, span
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return combiner_attention(q, k, v, self.plan, self.span, attention_mask)
+
+    def extra_repr(self) -> str:
+        return f"plan={self.plan}, span={self.span}"
+
+
 def build_attention(kind: str, *, layer_idx: int, num_heads: int, block_size: int = 64,
                     num_global_blocks: int = 2, global_placement: str = "first",
                     window_blocks: int = 3, num_random_blocks: int = 3,
@@ -73,4 +89,6 @@ def build_attention(kind: str, *, layer_idx: int, num_heads: int, block_size: in
                                 global_placement=global_placement, window_blocks=window_blocks,
                                 num_random_blocks=num_random_blocks, backend=backend,
                                 seed=layer_seed(seed, layer_idx))
+    if kind.startswith("combiner-") and kind in ATTENTION_KINDS:
+        return CombinerAttention(plan=kind.removeprefix("combiner-"), span=combiner_span)
     raise ValueError(f"unknown attention kind {kind!r}; expected one of {', '.join(ATTENTION_KINDS)}")
