@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import logging
+import math
 import os
 import re
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
+import numpy as np
 import sentencepiece as spm
 
 from genomics_bigbird.atomic import atomic_write
@@ -58,6 +61,34 @@ def _iter_sentences(files_or_iterable: str | os.PathLike | Iterable, seen: set[s
                 yield sentence
 
 
+def sample_sentences(sentences: Iterable[str], size: int, rng: np.random.Generator) -> list[str]:
+    """Return a uniform sample of `size` sentences (all when fewer), in one pass (reservoir, Li's algorithm L).
+
+    sentencepiece's own `input_sentence_size` sampling ignores the seed, so we sample here.
+    """
+    iterator = iter(sentences)
+    reservoir = list(itertools.islice(iterator, size))
+    if len(reservoir) < size:
+        return reservoir
+    weight = math.exp(math.log(rng.random()) / size)
+    skip = math.floor(math.log(rng.random()) / math.log1p(-weight))
+    for sentence in iterator:
+        if skip > 0:
+            skip -= 1
+            continue
+        reservoir[int(rng.integers(size))] = sentence
+        weight *= math.exp(math.log(rng.random()) / size)
+        skip = math.floor(math.log(rng.random()) / math.log1p(-weight)) if weight < 1 else 0
+    return reservoir
+
+
+def _check_bases(seen: set[str]) -> None:
+    """Raise InputError when the training sentences lack one of the four bases (not DNA, or not enough)."""
+    missing = [base for base in "ACGT" if base not in seen]
+    if seen and missing:
+        raise InputError(f"the tokenizer corpus has no {'/'.join(missing)} bases; train on DNA sequence")
+
+
 class DNATokenizer:
     """A trained DNA BPE model: `encode` (no specials), `decode`, reserved special ids and the model checksum."""
 
@@ -82,18 +113,23 @@ class DNATokenizer:
               max_piece_length: int = 16) -> "DNATokenizer":
         """Train a BPE model on corpus files (one sentence per line) or sentences; write PREFIX.model/.vocab.
 
-        `input_sentence_size` sentences are sampled (shuffled, seeded) when the corpus is larger;
-        the same inputs and seed give the same model bytes.
+        `input_sentence_size` sentences (0: all) are sampled uniformly with `seed` when the corpus
+        is larger; the same inputs and seed give the same model bytes.
         """
         if vocab_size < len(SPECIAL_PIECES) + len(ALPHABET) or vocab_size > 65535:
             raise InputError(f"vocab size must be in [{len(SPECIAL_PIECES) + len(ALPHABET)}, 65535] "
                              f"(token ids are uint16 on disk), got {vocab_size}")
+        if input_sentence_size < 0:
+            raise InputError(f"input sentence size must be 0 (all) or positive, got {input_sentence_size}")
         seen: set[str] = set()
         writer = io.BytesIO()
-        spm.set_random_generator_seed(seed)  # sentencepiece's sampling RNG is process-wide
+        sentences = _iter_sentences(files_or_iterable, seen)
+        if input_sentence_size > 0:
+            sentences = iter(sample_sentences(sentences, input_sentence_size, np.random.default_rng(seed)))
+        spm.set_random_generator_seed(seed)  # for any sampling inside sentencepiece (process-wide)
         try:
             spm.SentencePieceTrainer.train(
-                sentence_iterator=_iter_sentences(files_or_iterable, seen), model_writer=writer,
+                sentence_iterator=sentences, model_writer=writer,
                 model_type="bpe", vocab_size=vocab_size, character_coverage=1.0,
                 pad_id=PAD_ID, pad_piece="[PAD]", unk_id=UNK_ID, unk_piece="[UNK]", bos_id=-1, eos_id=-1,
                 control_symbols=list(SPECIAL_PIECES[2:]),
@@ -103,9 +139,9 @@ class DNATokenizer:
                 add_dummy_prefix=False, normalization_rule_name="identity", remove_extra_whitespaces=False,
                 split_by_whitespace=False, max_sentence_length=MAX_SENTENCE_BP,
                 max_sentencepiece_length=max_piece_length,
-                input_sentence_size=input_sentence_size, shuffle_input_sentence=True,
                 num_threads=num_threads, minloglevel=2)
         except RuntimeError as err:
+            _check_bases(seen)
             too_high = re.search(r"Vocabulary size too high \((\d+)\).*<= (\d+)", str(err))
             if too_high:
                 raise InputError(f"vocab size {too_high.group(1)} is too large for this corpus: "
@@ -113,9 +149,7 @@ class DNATokenizer:
             if not seen:
                 raise InputError("the tokenizer corpus has no sentences") from None
             raise
-        missing = [base for base in "ACGT" if base not in seen]
-        if missing:
-            raise InputError(f"the tokenizer corpus has no {'/'.join(missing)} bases; train on DNA sequence")
+        _check_bases(seen)
         proto = writer.getvalue()
         prefix = Path(model_prefix)
         tokenizer = cls(proto, path=prefix.with_name(prefix.name + ".model"), num_threads=num_threads)
