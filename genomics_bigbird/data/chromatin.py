@@ -1,0 +1,294 @@
+"""Chromatin-profile data sets (BigBird F.3): 200 bp bins with binary labels, widened to W bp windows.
+
+Sources: (a) the DeepSEA bundle (see `deepsea.py`); (b) a bins BED with a label matrix; (c) labels
+made from one narrowPeak file per feature: a bin is positive for a feature when at least half of
+it lies in that feature's peaks (their union). Splits follow DeepSEA: test contigs (chr8, chr9),
+a validation region (chr7:30,508,751-35,296,850), other autosomes train; chrX, chrY and chrM are
+left out by default and counted.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from genomics_bigbird.errors import InputError
+from genomics_bigbird.genome.intervals import BedRecord, read_bed, read_narrowpeak
+from genomics_bigbird.genome.reference import ReferenceGenome
+from genomics_bigbird.genome.windows import extract_windows
+from genomics_bigbird.data.labeled import LabeledWriter
+
+log = logging.getLogger(__name__)
+
+FEATURE_GROUPS = ("DHS", "TF", "HM")
+_GROUP_ALIASES = {"dhs": "DHS", "dnase": "DHS", "tf": "TF", "hm": "HM", "histone": "HM"}
+BIN_SIZE = 200
+
+
+# ---------------------------------------------------------------- feature table and label matrix
+
+def read_feature_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a TSV of features (columns `name`, `group`, optionally `file`), one row per label column.
+
+    Groups are DHS, TF or HM (DNase and histone are accepted as aliases).
+    """
+    path = Path(path)
+    try:
+        table = pd.read_csv(path, sep="\t", dtype=str, comment=None, keep_default_na=False)
+    except FileNotFoundError:
+        raise InputError("feature table not found", path) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise InputError(f"cannot read the feature table as TSV ({err})", path) from None
+    table.columns = [c.strip().lower() for c in table.columns]
+    missing = {"name", "group"} - set(table.columns)
+    if missing:
+        raise InputError(f"feature table needs tab-separated columns 'name' and 'group' (missing "
+                         f"{sorted(missing)}; found {list(table.columns)})", path, 1)
+    if table.empty:
+        raise InputError("feature table has no rows", path)
+    groups = []
+    for row, (name, group) in enumerate(zip(table["name"], table["group"]), start=2):
+        if not name.strip():
+            raise InputError("feature name is empty", path, row)
+        canonical = _GROUP_ALIASES.get(group.strip().lower())
+        if canonical is None:
+            raise InputError(f"feature {name!r} has group {group!r}; groups are {', '.join(FEATURE_GROUPS)}",
+                             path, row)
+        groups.append(canonical)
+    table["group"] = groups
+    duplicated = table["name"][table["name"].duplicated()].tolist()
+    if duplicated:
+        raise InputError(f"feature names must be unique; repeated: {duplicated[:5]}", path)
+    return table.reset_index(drop=True)
+
+
+def read_label_matrix(path: str | os.PathLike, n_bins: int, feature_names: Sequence[str]) -> np.ndarray:
+    """Read a (bins x features) 0/1 matrix from `.npy` or a TSV (optional header of feature names)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("label matrix not found", path)
+    if path.suffix == ".npy":
+        try:
+            labels = np.load(path, allow_pickle=False)
+        except ValueError as err:
+            raise InputError(f"not a numpy .npy array ({err})", path) from None
+    else:
+        first = path.open().readline().rstrip("\r\n").split("\t")
+        has_header = not all(re.fullmatch(r"[01](\.0*)?", value.strip()) for value in first)
+        table = pd.read_csv(path, sep="\t", header=0 if has_header else None)
+        if has_header and list(table.columns) != list(feature_names):
+            raise InputError("the label TSV's header must list the feature table's names in order", path, 1)
+        labels = table.to_numpy()
+    if labels.shape != (n_bins, len(feature_names)):
+        raise InputError(f"label matrix has shape {labels.shape}; expected ({n_bins} bins, "
+                         f"{len(feature_names)} features) to match the bins BED and the feature table", path)
+    if not np.isin(labels, (0, 1)).all():
+        raise InputError("labels must be 0 or 1", path)
+    return labels.astype(np.uint8)
+
+
+# ---------------------------------------------------------------- peak overlap (source c)
+
+def merge_intervals(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Union of half-open intervals as sorted, disjoint (starts, ends)."""
+    order = np.argsort(starts, kind="stable")
+    starts, ends = np.asarray(starts)[order], np.asarray(ends)[order]
+    if not len(starts):
+        return starts.astype(np.int64), ends.astype(np.int64)
+    running_end = np.maximum.accumulate(ends)
+    # A new merged interval begins where a start lies beyond every earlier end.
+    begins = np.r_[True, starts[1:] > running_end[:-1]]
+    group = np.cumsum(begins) - 1
+    merged_starts = starts[begins]
+    merged_ends = np.zeros(len(merged_starts), dtype=np.int64)
+    np.maximum.at(merged_ends, group, ends)
+    return merged_starts.astype(np.int64), merged_ends
+
+
+def covered_bases(bin_starts: np.ndarray, bin_ends: np.ndarray,
+                  peak_starts: np.ndarray, peak_ends: np.ndarray) -> np.ndarray:
+    """Bases of each bin [start, end) covered by the union of the peaks, by a sorted sweep (binary search)."""
+    starts, ends = merge_intervals(peak_starts, peak_ends)
+    cumulative = np.r_[0, np.cumsum(ends - starts)]
+
+    def covered_before(x: np.ndarray) -> np.ndarray:
+        # Peaks ending at or before x count fully; the next one (if it started) partially.
+        j = np.searchsorted(ends, x, side="right")
+        partial = np.where(j < len(starts), np.maximum(0, x - starts[np.minimum(j, len(starts) - 1)]), 0) \
+            if len(starts) else np.zeros_like(x)
+        return cumulative[j] + partial
+
+    bin_starts, bin_ends = np.asarray(bin_starts, dtype=np.int64), np.asarray(bin_ends, dtype=np.int64)
+    return covered_before(bin_ends) - covered_before(bin_starts)
+
+
+def peak_labels(bins: Sequence[BedRecord], peaks: Mapping[str, Iterable[BedRecord]],
+                feature_names: Sequence[str], min_fraction: float = 0.5) -> np.ndarray:
+    """Labels (bins x features): 1 where >= `min_fraction` of the bin lies in that feature's peaks."""
+    chroms = np.array([_canonical(b.chrom) for b in bins], dtype=object)
+    bin_starts = np.array([b.start for b in bins], dtype=np.int64)
+    bin_ends = np.array([b.end for b in bins], dtype=np.int64)
+    lengths = bin_ends - bin_starts
+    labels = np.zeros((len(bins), len(feature_names)), dtype=np.uint8)
+    for column, feature in enumerate(feature_names):
+        by_chrom: dict[str, list[tuple[int, int]]] = {}
+        for peak in peaks.get(feature, ()):
+            by_chrom.setdefault(_canonical(peak.chrom), []).append((peak.start, peak.end))
+        for chrom, intervals in by_chrom.items():
+            rows = np.flatnonzero(chroms == chrom)
+            if not len(rows):
+                continue
+            peak_array = np.array(intervals, dtype=np.int64)
+            covered = covered_bases(bin_starts[rows], bin_ends[rows], peak_array[:, 0], peak_array[:, 1])
+            labels[rows, column] = covered >= min_fraction * lengths[rows]
+    return labels
+
+
+def peak_files(directory: str | os.PathLike, features: pd.DataFrame) -> dict[str, Path]:
+    """The peak file of each feature: the table's `file` column, else `<dir>/<name>.narrowPeak[.gz]`."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise InputError("peaks directory not found", directory)
+    files = {}
+    for row in features.itertuples():
+        given = getattr(row, "file", "") or ""
+        candidates = [directory / given] if given else [directory / f"{row.name}.narrowPeak",
+                                                         directory / f"{row.name}.narrowPeak.gz"]
+        path = next((p for p in candidates if p.is_file()), None)
+        if path is None:
+            raise InputError(f"no peak file for feature {row.name!r} (looked for "
+                             f"{', '.join(p.name for p in candidates)})", directory)
+        files[row.name] = path
+    return files
+
+
+def read_peaks_dir(directory: str | os.PathLike, features: pd.DataFrame) -> dict[str, list[BedRecord]]:
+    """Read every feature's narrowPeak file (see `peak_files`)."""
+    return {name: list(read_narrowpeak(path)) for name, path in peak_files(directory, features).items()}
+
+
+def candidate_bins(peaks: Mapping[str, Iterable[BedRecord]], genome: ReferenceGenome,
+                   bin_size: int = BIN_SIZE) -> list[BedRecord]:
+    """Genome-tiled bins ([k*bin_size, (k+1)*bin_size)) touching any peak, sorted by contig and start."""
+    touched: dict[str, set[int]] = {}
+    for records in peaks.values():
+        for peak in records:
+            name = genome.resolve(peak.chrom)
+            last = min(peak.end, genome.contigs[name])
+            touched.setdefault(name, set()).update(range(peak.start // bin_size, -(-last // bin_size)))
+    bins = []
+    for name in genome.contigs:
+        for k in sorted(touched.get(name, ())):
+            end = min((k + 1) * bin_size, genome.contigs[name])
+            if end - k * bin_size == bin_size:  # a partial bin at the contig end has no 200 bp label
+                bins.append(BedRecord(name, k * bin_size, end, f"{name}:{k * bin_size}-{end}"))
+    return bins
+
+
+# ---------------------------------------------------------------- splits
+
+def _canonical(chrom: str) -> str:
+    """Compare contig names without the `chr` prefix (chr8 == 8, chrM == MT == M)."""
+    name = chrom[3:] if chrom.lower().startswith("chr") else chrom
+    return "M" if name.upper() in ("M", "MT") else name
+
+
+def parse_region(text: str) -> tuple[str, int, int]:
+    """Parse `chr7:30,508,751-35,296,850` (1-based, inclusive) to (chrom, start, end) 0-based half-open."""
+    match = re.fullmatch(r"\s*([^:\s]+):([\d,]+)-([\d,]+)\s*", text)
+    if not match:
+        raise InputError(f"region {text!r} must look like chr7:30508751-35296850")
+    chrom, first, last = match[1], int(match[2].replace(",", "")), int(match[3].replace(",", ""))
+    if first < 1 or last < first:
+        raise InputError(f"region {text!r}: positions are 1-based with start <= end")
+    return chrom, first - 1, last
+
+
+@dataclass(frozen=True)
+class ChromatinSplit:
+    """DeepSEA's split: test contigs, a validation region (bins centered inside), other contigs train.
+
+    Contigs in `exclude_contigs` (sex chromosomes and chrM by default) are left out of every split.
+    """
+
+    test_contigs: tuple[str, ...] = ("chr8", "chr9")
+    valid_region: str = "chr7:30508751-35296850"
+    exclude_contigs: tuple[str, ...] = ("chrX", "chrY", "chrM")
+    _region: tuple[str, int, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_region", parse_region(self.valid_region))
+
+    def assign(self, chrom: str, start: int, end: int) -> str | None:
+        """Return "train", "valid" or "test" for a bin, or None when its contig is excluded."""
+        name = _canonical(chrom)
+        if name in {_canonical(c) for c in self.test_contigs}:
+            return "test"
+        region_chrom, region_start, region_end = self._region
+        if name == _canonical(region_chrom) and region_start <= (start + end) // 2 < region_end:
+            return "valid"
+        if name in {_canonical(c) for c in self.exclude_contigs}:
+            return None
+        return "train"
+
+
+# ---------------------------------------------------------------- writing windows
+
+@dataclass
+class BinWindowsReport:
+    """What `write_bin_windows` did: rows written, bins left out, N padding."""
+
+    rows: int = 0
+    excluded: dict[str, int] = field(default_factory=dict)  # contig -> bins left out of every split
+    padded_bases: int = 0
+    padded_windows: int = 0
+
+
+def write_bin_windows(writer: LabeledWriter, genome: ReferenceGenome, bins: Sequence[BedRecord],
+                      labels: np.ndarray, split: ChromatinSplit, width: int, *, chunk_size: int = 1024,
+                      progress: Callable[[int], None] | None = None) -> BinWindowsReport:
+    """Append the width-W windows centered on each bin, with the bin's labels and split, to `writer`."""
+    if len(bins) != len(labels):
+        raise ValueError(f"{len(bins)} bins but {len(labels)} label rows")
+    report = BinWindowsReport()
+    for first in range(0, len(bins), chunk_size):
+        chunk = bins[first:first + chunk_size]
+        keep, splits = [], []
+        for offset, record in enumerate(chunk):
+            assigned = split.assign(record.chrom, record.start, record.end)
+            if assigned is None:
+                report.excluded[record.chrom] = report.excluded.get(record.chrom, 0) + 1
+            else:
+                keep.append(offset)
+                splits.append(assigned)
+        kept = [chunk[i] for i in keep]
+        windows = list(extract_windows(genome, kept, anchor="center", width=width))
+        writer.append([w.sequence for w in windows], labels[first + np.array(keep, dtype=np.int64)], splits,
+                      chrom=[w.chrom for w in windows], start=[w.start for w in windows],
+                      end=[w.end for w in windows], strand=["+"] * len(windows),
+                      name=[w.name for w in windows])
+        report.rows += len(windows)
+        report.padded_bases += sum(w.n_padded for w in windows)
+        report.padded_windows += sum(w.n_padded > 0 for w in windows)
+        if progress is not None:
+            progress(len(chunk))
+    if report.excluded:
+        log.info("left out %d bins on excluded contigs %s", sum(report.excluded.values()), report.excluded)
+    return report
+
+
+def read_bins(path: str | os.PathLike) -> list[BedRecord]:
+    """Read the bins BED (one bin per label row, in order); a bin must not be empty."""
+    bins = list(read_bed(path))
+    if not bins:
+        raise InputError("bins BED has no records", path)
+    for record in bins:
+        if record.length <= 0:
+            raise InputError(f"bin {record.chrom}:{record.start}-{record.end} is empty", path, record.line)
+    return bins
