@@ -1,0 +1,246 @@
+"""Tokenized corpus documents in HDF5 shards, and a reader with fast sentence/document access.
+
+A shard (`shard-00000.h5`) holds `documents_per_shard` documents:
+- `token_ids` (uint16, n_tokens): every sentence's tokens, concatenated in corpus order;
+- `sentence_offsets` (int64, n_sentences + 1): sentence i is token_ids[off[i]:off[i+1]];
+- `document_offsets` (int64, n_documents + 1): document d is sentences doc_off[d]:doc_off[d+1];
+- `sentence_bp` (int32, n_sentences): bases of each sentence (for bp/token accounting);
+and attributes `tokenizer_sha256` and `vocab_size`. Datasets are chunked and gzip-compressed
+(with the byte-shuffle filter), so a read touches only the 64 Ki-token chunks it needs.
+`shards.json` in the same directory lists the shards with their counts, the tokenizer checksum,
+the inputs and the parameters. Every file is written under a temporary name and renamed.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import h5py
+import numpy as np
+
+from genomics_bigbird.atomic import atomic_path, atomic_write
+from genomics_bigbird.data.corpus import COUNTS_JSON, iter_corpus_documents
+from genomics_bigbird.errors import InputError
+from genomics_bigbird.tokenizer import DNATokenizer
+
+log = logging.getLogger(__name__)
+
+SHARDS_JSON = "shards.json"
+FORMAT_VERSION = 1
+CHUNK_TOKENS = 1 << 16
+
+
+@dataclass
+class _ShardBuffer:
+    """Documents waiting to be written as one shard."""
+
+    tokens: list[np.ndarray]
+    sentence_lengths: list[int]
+    sentence_bp: list[int]
+    document_sentences: list[int]
+
+    @classmethod
+    def empty(cls) -> "_ShardBuffer":
+        return cls([], [], [], [])
+
+
+def _write_shard(path: Path, buffer: _ShardBuffer, tokenizer: DNATokenizer) -> dict:
+    """Write one shard atomically; return its counts."""
+    token_ids = np.concatenate(buffer.tokens) if buffer.tokens else np.zeros(0, np.uint16)
+    sentence_offsets = np.concatenate([[0], np.cumsum(buffer.sentence_lengths)]).astype(np.int64)
+    document_offsets = np.concatenate([[0], np.cumsum(buffer.document_sentences)]).astype(np.int64)
+    compress = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as h5:
+            h5.create_dataset("token_ids", data=token_ids,
+                              chunks=(max(1, min(CHUNK_TOKENS, len(token_ids))),), **compress)
+            for name, values in (("sentence_offsets", sentence_offsets), ("document_offsets", document_offsets),
+                                 ("sentence_bp", np.asarray(buffer.sentence_bp, np.int32))):
+                h5.create_dataset(name, data=values, chunks=(max(1, min(CHUNK_TOKENS, len(values))),), **compress)
+            h5.attrs["tokenizer_sha256"] = tokenizer.sha256
+            h5.attrs["vocab_size"] = len(tokenizer)
+            h5.attrs["format_version"] = FORMAT_VERSION
+    return {"file": path.name, "documents": len(buffer.document_sentences),
+            "sentences": len(buffer.sentence_lengths), "tokens": int(len(token_ids)),
+            "bp": int(sum(buffer.sentence_bp))}
+
+
+def write_shards(corpus_files: Sequence[str | os.PathLike], tokenizer: DNATokenizer, out_dir: str | os.PathLike,
+                 documents_per_shard: int = 1000,
+                 on_document: Callable[[list[str]], None] | None = None) -> dict:
+    """Tokenize corpus documents into HDF5 shards in `out_dir` and write shards.json; return its contents."""
+    if documents_per_shard < 1:
+        raise InputError(f"documents per shard must be >= 1, got {documents_per_shard}")
+    if len(tokenizer) > np.iinfo(np.uint16).max + 1:
+        raise InputError(f"a {len(tokenizer)}-token vocabulary does not fit uint16 token ids")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = [Path(f) for f in corpus_files]
+    shards: list[dict] = []
+    buffer = _ShardBuffer.empty()
+    for _, _, sentences in iter_corpus_documents(files):
+        encoded = tokenizer.encode_batch(sentences)
+        for sentence, ids in zip(sentences, encoded):
+            buffer.tokens.append(np.asarray(ids, dtype=np.uint16))
+            buffer.sentence_lengths.append(len(ids))
+            buffer.sentence_bp.append(len(sentence))
+        buffer.document_sentences.append(len(sentences))
+        if on_document is not None:
+            on_document(sentences)
+        if len(buffer.document_sentences) == documents_per_shard:
+            shards.append(_write_shard(out / f"shard-{len(shards):05d}.h5", buffer, tokenizer))
+            buffer = _ShardBuffer.empty()
+    if buffer.document_sentences:
+        shards.append(_write_shard(out / f"shard-{len(shards):05d}.h5", buffer, tokenizer))
+    if not shards:
+        raise InputError("the corpus has no documents", files[0].parent if files else None)
+    corpus_params = {}
+    counts_path = files[0].parent / COUNTS_JSON
+    if counts_path.is_file():
+        counts = json.loads(counts_path.read_text())
+        corpus_params = {k: counts.get(k) for k in ("passes", "seed")}
+    totals = {key: sum(s[key] for s in shards) for key in ("documents", "sentences", "tokens", "bp")}
+    summary = {
+        "format_version": FORMAT_VERSION,
+        "tokenizer": str(tokenizer.path) if tokenizer.path else None,
+        "tokenizer_sha256": tokenizer.sha256,
+        "vocab_size": len(tokenizer),
+        "inputs": [{"path": str(f.resolve()), "bytes": f.stat().st_size} for f in files],
+        "params": {"documents_per_shard": documents_per_shard, "corpus": corpus_params},
+        "seed": corpus_params.get("seed"),  # sharding itself draws nothing at random
+        "counts": totals,
+        "shards": shards,
+    }
+    with atomic_write(out / SHARDS_JSON) as handle:
+        json.dump(summary, handle, indent=2)
+        handle.write("\n")
+    log.info("%d shards: %d documents, %d sentences, %d tokens (%.2f bp/token)", len(shards),
+             totals["documents"], totals["sentences"], totals["tokens"], totals["bp"] / max(totals["tokens"], 1))
+    return summary
+
+
+class TokenShard:
+    """One shard: offsets in memory, token ids read by slice (or all loaded with `in_memory=True`).
+
+    The HDF5 handle is opened lazily in each process, so a shard can be pickled into DataLoader workers.
+    """
+
+    def __init__(self, path: str | os.PathLike, in_memory: bool = False):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputError("token shard not found", self.path)
+        self.in_memory = in_memory
+        self._h5: h5py.File | None = None
+        self._pid = -1
+        try:
+            with h5py.File(self.path, "r") as h5:
+                self.sentence_offsets = h5["sentence_offsets"][:]
+                self.document_offsets = h5["document_offsets"][:]
+                self.sentence_bp = h5["sentence_bp"][:]
+                self.tokenizer_sha256 = str(h5.attrs["tokenizer_sha256"])
+                self.vocab_size = int(h5.attrs["vocab_size"])
+                self._tokens = h5["token_ids"][:] if in_memory else None
+        except (OSError, KeyError) as err:
+            raise InputError(f"not a token shard ({err}); rebuild it with `gbb shards`", self.path) from None
+
+    @property
+    def num_documents(self) -> int:
+        return len(self.document_offsets) - 1
+
+    @property
+    def num_sentences(self) -> int:
+        return len(self.sentence_offsets) - 1
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.sentence_offsets[-1])
+
+    def tokens(self, start: int, end: int) -> np.ndarray:
+        """Return token_ids[start:end] (uint16)."""
+        if self._tokens is not None:
+            return self._tokens[start:end]
+        if self._h5 is None or self._pid != os.getpid():
+            self._h5, self._pid = h5py.File(self.path, "r"), os.getpid()
+        return self._h5["token_ids"][start:end]
+
+    def sentence(self, index: int) -> np.ndarray:
+        """Return the tokens of sentence `index` of this shard."""
+        return self.tokens(int(self.sentence_offsets[index]), int(self.sentence_offsets[index + 1]))
+
+    def document_sentence_range(self, document: int) -> tuple[int, int]:
+        """Return the [first, last) sentence indices of a document in this shard."""
+        return int(self.document_offsets[document]), int(self.document_offsets[document + 1])
+
+    def document(self, document: int) -> list[np.ndarray]:
+        """Return a document's sentences as token arrays (one read for the whole document)."""
+        first, last = self.document_sentence_range(document)
+        offsets = self.sentence_offsets[first:last + 1]
+        block = self.tokens(int(offsets[0]), int(offsets[-1]))
+        return np.split(block, (offsets[1:-1] - offsets[0]).tolist())
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_h5"], state["_pid"] = None, -1
+        return state
+
+    def close(self) -> None:
+        if self._h5 is not None and self._pid == os.getpid():
+            self._h5.close()
+        self._h5, self._pid = None, -1
+
+
+class ShardSet:
+    """All shards of a `gbb shards` directory, with documents numbered across shards in corpus order."""
+
+    def __init__(self, directory: str | os.PathLike, in_memory: bool = False):
+        self.directory = Path(directory)
+        summary_path = self.directory / SHARDS_JSON
+        if not summary_path.is_file():
+            raise InputError(f"no {SHARDS_JSON} here; build token shards with `gbb shards`", self.directory)
+        self.summary = json.loads(summary_path.read_text())
+        self.tokenizer_sha256: str = self.summary["tokenizer_sha256"]
+        self.vocab_size: int = self.summary["vocab_size"]
+        self.shards = [TokenShard(self.directory / s["file"], in_memory) for s in self.summary["shards"]]
+        for shard in self.shards:
+            if shard.tokenizer_sha256 != self.tokenizer_sha256:
+                raise InputError(f"shard was made with tokenizer {shard.tokenizer_sha256[:12]}, the set with "
+                                 f"{self.tokenizer_sha256[:12]}; rebuild the shards", shard.path)
+        self.document_starts = np.concatenate([[0], np.cumsum([s.num_documents for s in self.shards])])
+
+    def __len__(self) -> int:
+        return int(self.document_starts[-1])
+
+    def locate(self, document: int) -> tuple[TokenShard, int]:
+        """Return (shard, index within it) of a global document index."""
+        if not 0 <= document < len(self):
+            raise IndexError(f"document {document} out of range [0, {len(self)})")
+        shard = int(np.searchsorted(self.document_starts, document, side="right")) - 1
+        return self.shards[shard], document - int(self.document_starts[shard])
+
+    def document(self, document: int) -> list[np.ndarray]:
+        """Return a document's sentences as token arrays."""
+        shard, local = self.locate(document)
+        return shard.document(local)
+
+    def sentence_lengths(self, document: int) -> np.ndarray:
+        """Return the token count of each sentence of a document (from the offsets, no token read)."""
+        shard, local = self.locate(document)
+        first, last = shard.document_sentence_range(local)
+        return np.diff(shard.sentence_offsets[first:last + 1])
+
+    def iter_sentence_lengths(self) -> Iterable[np.ndarray]:
+        """Yield `sentence_lengths` of every document in order (vectorized per shard)."""
+        for shard in self.shards:
+            lengths = np.diff(shard.sentence_offsets)
+            yield from np.split(lengths, shard.document_offsets[1:-1].tolist())
+
+    def check_tokenizer(self, tokenizer: DNATokenizer) -> None:
+        """Raise InputError unless these shards were made by `tokenizer`."""
+        if tokenizer.sha256 != self.tokenizer_sha256:
+            raise InputError(f"these shards were tokenized with tokenizer {self.tokenizer_sha256[:12]}, not "
+                             f"{tokenizer.sha256[:12]} ({tokenizer.path}); use the matching .model or "
+                             f"rebuild the shards", self.directory)
