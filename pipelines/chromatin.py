@@ -1,0 +1,204 @@
+"""`gbb chromatin prepare`: the chromatin-profile data set of BigBird F.3, from one of three sources.
+
+(a) `--deepsea-dir`: the DeepSEA bundle (train.mat, valid.mat, test.mat) used as-is at 1000 bp,
+    forward halves kept, its own train/valid/test split;
+(b) `--bins --labels --features --fasta`: a BED of 200 bp bins with a (bins x features) label
+    matrix, each bin widened to the `--width` window centered on it;
+(c) `--peaks-dir --features --fasta`: labels from `<dir>/<feature>.narrowPeak` (a bin is positive
+    when >= 50% of it lies in a peak); bins from `--bins`, or else every 200 bp genome tile that
+    touches a peak and is positive for at least one feature.
+Sources (b) and (c) are split like DeepSEA: test contigs, a validation region, other contigs
+train, with chrX/chrY/chrM left out (counted in the log and manifest). Output: `chromatin.h5`.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from genomics_bigbird.data.chromatin import (
+    BIN_SIZE, ChromatinSplit, candidate_bins, peak_files, peak_labels, read_bins, read_feature_table, read_label_matrix,
+    read_peaks_dir, write_bin_windows)
+from genomics_bigbird.data.deepsea import (
+    DEEPSEA_FEATURES, DEEPSEA_WINDOW, DeepSEASplit, deepsea_feature_groups, deepsea_split_paths, write_deepsea)
+from genomics_bigbird.data.labeled import LabeledWriter
+from genomics_bigbird.errors import InputError
+from genomics_bigbird.genome.reference import ReferenceGenome
+from pipelines.config import load_config, save_config, to_dict
+from pipelines.job import Job
+
+
+@dataclass
+class ChromatinPrepareConfig:
+    """Parameters of the chromatin data set (defaults: BigBird F.3; YAML: configs/tasks/chromatin.yaml)."""
+
+    width: int = 8000
+    test_contigs: list[str] = field(default_factory=lambda: ["chr8", "chr9"])
+    valid_region: str = "chr7:30508751-35296850"
+    exclude_contigs: list[str] = field(default_factory=lambda: ["chrX", "chrY", "chrM"])
+    min_peak_fraction: float = 0.5
+    bin_size: int = BIN_SIZE
+    chunk_size: int = 4096
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: tuple[str, ...]) -> None:
+    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--deepsea-dir", type=Path, help="unpacked DeepSEA bundle (train.mat, valid.mat, test.mat)")
+    source.add_argument("--labels", type=Path, help="(bins x features) 0/1 matrix, .npy or TSV (needs --bins)")
+    source.add_argument("--peaks-dir", type=Path, help="directory of <feature>.narrowPeak files")
+    parser.add_argument("--bins", type=Path, help="BED of 200 bp bins, one per label row")
+    parser.add_argument("--features", type=Path, help="TSV with columns name and group (DHS/TF/HM), "
+                        "one row per label column")
+    parser.add_argument("--fasta", type=Path, help="reference FASTA (GRCh37 for the paper); not for --deepsea-dir")
+    parser.add_argument("--config", type=Path, help="YAML config (configs/tasks/chromatin.yaml)")
+    parser.add_argument("--width", type=int, help="window centered on each bin (default 8000)")
+    parser.add_argument("--valid-region", help="validation bins: centered in this 1-based region "
+                        "(default chr7:30508751-35296850)")
+    parser.add_argument("--test-contigs", help="comma-separated test contigs (default chr8,chr9)")
+    parser.add_argument("--exclude-contigs", help="comma-separated contigs left out of every split "
+                        "(default chrX,chrY,chrM)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or console log")
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = list(args.set)
+    if args.width is not None:
+        overrides.append(f"width={args.width}")
+    if args.valid_region is not None:
+        overrides.append(f"valid_region={args.valid_region}")
+    for key in ("test_contigs", "exclude_contigs"):
+        value = getattr(args, key)
+        if value is not None:
+            overrides.append(f"{key}=[{','.join(value.replace(',', ' ').split())}]")
+    config = load_config(ChromatinPrepareConfig, args.config, overrides)
+    main(config, out=args.out, deepsea_dir=args.deepsea_dir, bins=args.bins, labels=args.labels,
+         peaks_dir=args.peaks_dir, features=args.features, fasta=args.fasta, quiet=args.quiet)
+    return 0
+
+
+def main(config: ChromatinPrepareConfig, *, out: Path, deepsea_dir: Path | None = None, bins: Path | None = None,
+         labels: Path | None = None, peaks_dir: Path | None = None, features: Path | None = None,
+         fasta: Path | None = None, quiet: bool = False) -> dict:
+    """Build `out/chromatin.h5` from one source; return the job's outputs."""
+    out = Path(out)
+    if sum(x is not None for x in (deepsea_dir, labels, peaks_dir)) != 1:
+        raise InputError("give exactly one source: --deepsea-dir, --labels (with --bins) or --peaks-dir")
+    if deepsea_dir is not None:
+        return _deepsea(config, out, Path(deepsea_dir), features, quiet)
+    if features is None or fasta is None:
+        raise InputError("--labels and --peaks-dir need --features and --fasta")
+    if labels is not None and bins is None:
+        raise InputError("--labels needs --bins (one bin per label row)")
+    if config.width <= 0:
+        raise InputError(f"width must be positive, got {config.width}")
+    split = ChromatinSplit(tuple(config.test_contigs), config.valid_region, tuple(config.exclude_contigs))
+
+    # Read and check every input before the output directory is touched.
+    table = read_feature_table(features)
+    genome = ReferenceGenome(fasta)
+    names, groups = list(table["name"]), list(table["group"])
+    inputs = [Path(features), Path(fasta)]
+    if labels is not None:
+        bin_records = read_bins(bins)
+        label_matrix = read_label_matrix(labels, len(bin_records), names)
+        inputs += [Path(bins), Path(labels)]
+        source = f"bins {Path(bins).name} + labels {Path(labels).name}"
+    else:
+        files = peak_files(peaks_dir, table)
+        peaks = read_peaks_dir(peaks_dir, table)
+        inputs += list(files.values())
+        for name, records in peaks.items():
+            for record in records:
+                try:
+                    genome.resolve(record.chrom)
+                except InputError as err:
+                    raise InputError(err.message, files[name], record.line) from None
+        if bins is not None:
+            bin_records = read_bins(bins)
+            inputs.append(Path(bins))
+            label_matrix = peak_labels(bin_records, peaks, names, config.min_peak_fraction)
+        else:
+            bin_records = candidate_bins(peaks, genome, config.bin_size)
+            label_matrix = peak_labels(bin_records, peaks, names, config.min_peak_fraction)
+            keep = label_matrix.any(axis=1)
+            bin_records = [b for b, k in zip(bin_records, keep) if k]
+            label_matrix = label_matrix[keep]
+        source = f"peaks {Path(peaks_dir).name}"
+    for record in bin_records:
+        try:
+            genome.resolve(record.chrom)
+        except InputError as err:
+            raise InputError(err.message, bins, record.line) from None
+
+    with Job("chromatin_prepare", out, inputs=inputs, config=to_dict(config), quiet=quiet) as job:
+        job.log.info("%d bins x %d features (%s) from %s; %d bp windows from %s", len(bin_records), len(names),
+                     {g: groups.count(g) for g in dict.fromkeys(groups)}, source, config.width, fasta)
+        job.log.info("split: test %s, valid bins centered in %s, left out %s, other contigs train",
+                     ",".join(config.test_contigs), config.valid_region, ",".join(config.exclude_contigs))
+        bar = job.progress(total=len(bin_records), desc="bins", unit="bin")
+        try:
+            with LabeledWriter(out / "chromatin.h5", window=config.width, feature_names=names,
+                               feature_groups=groups, task="chromatin", source=source, inputs=inputs,
+                               config=to_dict(config)) as writer:
+                report = write_bin_windows(writer, genome, bin_records, label_matrix, split, config.width,
+                                           chunk_size=config.chunk_size, progress=bar.update)
+                summary = writer.summary()
+        finally:
+            bar.close()
+            genome.close()
+        save_config(config, out / "config.yaml")
+        job.outputs.update({
+            "dataset": str(out / "chromatin.h5"), "source": source, "window": config.width,
+            "n_bins": len(bin_records), "n_features": len(names), "rows_per_split": summary["rows_per_split"],
+            "excluded_bins": report.excluded, "padded_bases": report.padded_bases,
+            "padded_windows": report.padded_windows,
+            "positives_per_feature": summary["positives_per_feature"]})
+        job.log.info("wrote %d windows %s; left out %d bins on %s; %d padded bases in %d windows",
+                     report.rows, summary["rows_per_split"], sum(report.excluded.values()),
+                     ",".join(report.excluded) or "no contig", report.padded_bases, report.padded_windows)
+    return job.outputs
+
+
+def _deepsea(config: ChromatinPrepareConfig, out: Path, directory: Path, features: Path | None,
+             quiet: bool) -> dict:
+    """Source (a): decode the DeepSEA bundle's forward halves at 1000 bp."""
+    paths = deepsea_split_paths(directory)
+    names = [f"deepsea_{i}" for i in range(DEEPSEA_FEATURES)]
+    groups = deepsea_feature_groups()
+    inputs = list(paths.values())
+    if features is not None:
+        table = read_feature_table(features)
+        if len(table) != DEEPSEA_FEATURES:
+            raise InputError(f"the DeepSEA bundle has {DEEPSEA_FEATURES} label columns; the feature table has "
+                             f"{len(table)} rows", features)
+        names, groups = list(table["name"]), list(table["group"])
+        inputs.append(Path(features))
+    sizes = {}
+    for split, path in paths.items():  # opening checks the layout before anything is written
+        with DeepSEASplit(path, split) as data:
+            sizes[split] = data.n_forward
+    with Job("chromatin_prepare", out, inputs=inputs, config=to_dict(config), quiet=quiet) as job:
+        job.log.info("DeepSEA bundle %s: forward rows %s; %d bp windows as shipped, the bundle's own split",
+                     directory, sizes, DEEPSEA_WINDOW)
+        bar = job.progress(total=sum(sizes.values()), desc="deepsea", unit="win")
+        try:
+            with LabeledWriter(out / "chromatin.h5", window=DEEPSEA_WINDOW, feature_names=names,
+                               feature_groups=groups, task="chromatin", source="deepsea", inputs=inputs,
+                               config=to_dict(config)) as writer:
+                report = write_deepsea(writer, paths, chunk_size=config.chunk_size, progress=bar.update)
+                summary = writer.summary()
+        finally:
+            bar.close()
+        save_config(config, out / "config.yaml")
+        job.outputs.update({
+            "dataset": str(out / "chromatin.h5"), "source": "deepsea", "window": DEEPSEA_WINDOW,
+            "n_features": DEEPSEA_FEATURES, "rows_per_split": summary["rows_per_split"],
+            "strand_pair_check": report, "padded_bases": 0,
+            "positives_per_feature": summary["positives_per_feature"]})
+        job.log.info("wrote %s windows; strand-pair mismatches %s", summary["rows_per_split"],
+                     {s: r["sequence_mismatches"] for s, r in report.items()})
+    return job.outputs
