@@ -140,3 +140,19 @@ def test_bad_inputs_exit_2_with_one_line_and_no_output(sim_genome, tmp_path, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(short) in err[0] and "label matrix has shape (3," in err[0]
     assert not (tmp_path / "chromatin").exists()
+
+
+def test_task_yaml_defaults_are_the_papers():
+    from pathlib import Path
+
+    from pipelines.chromatin import ChromatinPrepareConfig
+    from pipelines.config import load_config
+    from pipelines.promoter import PromoterPrepareConfig
+
+    tasks = Path(__file__).resolve().parents[2] / "configs" / "tasks"
+    promoter = load_config(PromoterPrepareConfig, tasks / "promoter.yaml")
+    assert (promoter.upstream, promoter.downstream, promoter.scheme) == (5000, 3000, "replace")
+    chromatin = load_config(ChromatinPrepareConfig, tasks / "chromatin.yaml")
+    assert (chromatin.width, chromatin.test_contigs, chromatin.valid_region) == \
+        (8000, ["chr8", "chr9"], "chr7:30508751-35296850")
+    assert chromatin.exclude_contigs == ["chrX", "chrY", "chrM"] and chromatin.min_peak_fraction == 0.5
