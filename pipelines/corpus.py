@@ -1,0 +1,55 @@
+"""`gbb corpus`: the BigBird F.1 pretraining documents of a reference FASTA.
+
+Per contig, `--passes` times: a uniform start offset in [0, 5000), then documents of 50-100
+sentences of 500-1000 consecutive bases until the contig ends; all-N sentences dropped.
+Writes one text file per contig (one sentence per line, a blank line between documents),
+documents.tsv, counts.json, corpus.log and manifest.json into `--out`.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Sequence
+
+from genomics_bigbird.data.corpus import Document, write_corpus
+from genomics_bigbird.errors import InputError
+from genomics_bigbird.genome import ReferenceGenome
+from pipelines.job import Job
+
+
+def main(fasta: str | Path, out: str | Path, passes: int = 10, contigs: Sequence[str] | None = None,
+         seed: int = 0, quiet: bool = False) -> dict:
+    """Build the corpus of `fasta` in `out`; return its counts."""
+    if passes < 1:
+        raise InputError(f"--passes must be >= 1, got {passes}")
+    genome = ReferenceGenome(fasta)
+    names = [genome.resolve(c) for c in (contigs or genome.contigs)]
+    config = {"fasta": str(fasta), "passes": passes, "contigs": names, "seed": seed}
+    with Job("corpus", out, inputs=[fasta], config=config, seed=seed, quiet=quiet) as job:
+        job.log.info("%d contigs, %d bp, %d passes", len(names), sum(genome.contigs[n] for n in names), passes)
+        bar = job.progress(total=passes * sum(genome.contigs[n] for n in names), desc="corpus", unit="bp",
+                           unit_scale=True)
+
+        def advance(doc: Document) -> None:
+            bar.update(doc.end - doc.start)
+
+        counts = write_corpus(genome, out, names, passes=passes, seed=seed, on_document=advance)
+        bar.close()
+        job.outputs.update({k: v for k, v in vars(counts).items() if k != "per_contig"})
+        job.log.info("%d documents, %d sentences, %d bp; %d all-N sentences dropped", counts.documents,
+                     counts.sentences, counts.bp, counts.dropped_sentences)
+    return vars(counts)
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: tuple[str, ...]) -> None:
+    parser.add_argument("--fasta", required=True, help="reference FASTA (plain or bgzip)")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--passes", type=int, default=10, help="passes over each contig (default 10, as F.1)")
+    parser.add_argument("--contigs", nargs="+", help="contigs to use (default: all; chr1 and 1 both work)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or console log")
+
+
+def run(args) -> int:
+    main(args.fasta, args.out, passes=args.passes, contigs=args.contigs, seed=args.seed, quiet=args.quiet)
+    return 0

@@ -1,0 +1,53 @@
+"""`gbb shards`: tokenize a `gbb corpus` directory into HDF5 token shards for pretraining.
+
+Writes shard-NNNNN.h5 (uint16 tokens with sentence and document offsets), shards.json (counts,
+tokenizer checksum, inputs, parameters), shards.log and manifest.json into `--out`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from genomics_bigbird.data.corpus import COUNTS_JSON, corpus_files
+from genomics_bigbird.data.shards import write_shards
+from genomics_bigbird.tokenizer import DNATokenizer
+from pipelines.job import Job
+
+
+def main(corpus: str | Path, tokenizer: str | Path, out: str | Path, documents_per_shard: int = 1000,
+         threads: int = 1, quiet: bool = False) -> dict:
+    """Tokenize the corpus into shards in `out`; return the shards.json summary."""
+    files = corpus_files(corpus)
+    tok = DNATokenizer.load(tokenizer, num_threads=threads)
+    counts_path = Path(corpus) / COUNTS_JSON
+    total = json.loads(counts_path.read_text())["documents"] if counts_path.is_file() else None
+    config = {"corpus": str(corpus), "tokenizer": str(tokenizer), "tokenizer_sha256": tok.sha256,
+              "documents_per_shard": documents_per_shard, "threads": threads}
+    with Job("shards", out, inputs=[*files, tokenizer], config=config, quiet=quiet) as job:
+        bar = job.progress(total=total, desc="tokenizing", unit="doc")
+        summary = write_shards(files, tok, out, documents_per_shard=documents_per_shard,
+                               on_document=lambda sentences: bar.update(1))
+        bar.close()
+        counts = summary["counts"]
+        job.outputs.update({"shards": len(summary["shards"]), **counts,
+                            "bp_per_token": round(counts["bp"] / max(counts["tokens"], 1), 4)})
+        job.log.info("%d shards, %d documents, %d tokens (%.2f bp/token)", len(summary["shards"]),
+                     counts["documents"], counts["tokens"], job.outputs["bp_per_token"])
+    return summary
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: tuple[str, ...]) -> None:
+    parser.add_argument("--corpus", required=True, help="corpus directory from `gbb corpus`")
+    parser.add_argument("--tokenizer", required=True, help="tokenizer model (PREFIX.model from `gbb tokenizer train`)")
+    parser.add_argument("--out", required=True, help="output directory for the shards")
+    parser.add_argument("--documents-per-shard", type=int, default=1000, help="documents per shard (default 1000)")
+    parser.add_argument("--threads", type=int, default=min(8, os.cpu_count() or 1), help="tokenization threads")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or console log")
+
+
+def run(args) -> int:
+    main(args.corpus, args.tokenizer, args.out, documents_per_shard=args.documents_per_shard,
+         threads=args.threads, quiet=args.quiet)
+    return 0
