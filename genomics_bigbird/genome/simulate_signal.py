@@ -346,6 +346,14 @@ def _variant_at(rng: np.random.Generator, seq: str, pos: int, kind: str) -> tupl
 def write_variants(rng: np.random.Generator, path, seqs: dict[str, np.ndarray], features: list[Feature],
                    n_variants: int) -> int:
     """Write a sorted, bgzipped and tabix-indexed VCF of SNVs and indels; return the record count."""
+    records = choose_variants(rng, seqs, features, n_variants)
+    write_vcf(path, {c: len(s) for c, s in seqs.items()}, records)
+    return len(records)
+
+
+def choose_variants(rng: np.random.Generator, seqs: dict[str, np.ndarray], features: list[Feature],
+                    n_variants: int) -> list[tuple[str, int, str, list[str], str]]:
+    """(contig, 0-based anchor, REF, ALTs, INFO) sorted; 2 in 5 inside a motif occurrence of a feature."""
     uppers = {c: (s & 0xDF).tobytes().decode("ascii") for c, s in seqs.items()}
     owner = {}  # motif -> the first feature it defines (the one MOTIF= names)
     for f in features:
@@ -392,9 +400,13 @@ def write_variants(rng: np.random.Generator, path, seqs: dict[str, np.ndarray], 
         used.add((contig, anchor // 50))
         records.append((contig, anchor, ref, alts, info))
     order = {c: i for i, c in enumerate(seqs)}
-    records.sort(key=lambda r: (order[r[0]], r[1]))
+    return sorted(records, key=lambda r: (order[r[0]], r[1]))
+
+
+def write_vcf(path, contigs: dict[str, int], records: list[tuple[str, int, str, list[str], str]]) -> None:
+    """Write records as VCFv4.2, bgzip it and build the tabix index, both atomically."""
     header = ["##fileformat=VCFv4.2", "##source=genomics-bigbird simulate", "##reference=genome.fa",
-              *(f"##contig=<ID={c},length={len(s)}>" for c, s in seqs.items()),
+              *(f"##contig=<ID={c},length={n}>" for c, n in contigs.items()),
               '##INFO=<ID=MOTIF,Number=1,Type=String,Description="Feature whose planted motif the variant overlaps">',
               '##INFO=<ID=VT,Number=A,Type=String,Description="Type of each ALT allele: SNV, INS or DEL">',
               "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO"]
@@ -403,9 +415,11 @@ def write_variants(rng: np.random.Generator, path, seqs: dict[str, np.ndarray], 
     path = str(path)
     with atomic_path(path) as tmp_gz, atomic_path(path + ".tbi") as tmp_tbi:
         plain = f"{tmp_gz}.vcf"
-        with open(plain, "w") as handle:
-            handle.write("\n".join(header + body) + "\n")
-        pysam.tabix_compress(plain, str(tmp_gz), force=True)
-        os.remove(plain)
+        try:
+            with open(plain, "w") as handle:
+                handle.write("\n".join(header + body) + "\n")
+            pysam.tabix_compress(plain, str(tmp_gz), force=True)
+        finally:
+            if os.path.exists(plain):
+                os.remove(plain)
         pysam.tabix_index(str(tmp_gz), preset="vcf", index=str(tmp_tbi), force=True)
-    return len(records)
