@@ -9,10 +9,14 @@ from pipelines.config import load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
-# configs/<directory>/... -> "module:DataclassName". A YAML in a directory missing here fails the test.
+# configs/<directory>/... (or configs/<directory>/<stem> where one directory holds several kinds)
+# -> "module:DataclassName". A YAML whose directory is missing here fails the test.
 CONFIG_CLASSES = {
     "model": "genomics_bigbird.model.config:EncoderConfig",
     "pretrain": "pipelines.pretrain:PretrainConfig",
+    "finetune": "pipelines.finetune:FinetuneConfig",
+    "tasks/promoter": "pipelines.promoter:PromoterPrepareConfig",
+    "tasks/chromatin": "pipelines.chromatin:ChromatinPrepareConfig",
 }
 
 
@@ -21,10 +25,11 @@ def config_files() -> list[Path]:
 
 
 def config_class(path: Path) -> type:
-    directory = path.relative_to(CONFIGS).parts[0]
-    assert directory in CONFIG_CLASSES, (
-        f"{path}: no dataclass is known for configs/{directory}/; add it to CONFIG_CLASSES in tests/test_configs.py")
-    module, name = CONFIG_CLASSES[directory].split(":")
+    relative = path.relative_to(CONFIGS)
+    spec = CONFIG_CLASSES.get(relative.with_suffix("").as_posix()) or CONFIG_CLASSES.get(relative.parts[0])
+    assert spec, (f"{path}: no dataclass is known for configs/{relative.parts[0]}/; "
+                  "add it to CONFIG_CLASSES in tests/test_configs.py")
+    module, name = spec.split(":")
     return getattr(importlib.import_module(module), name)
 
 
