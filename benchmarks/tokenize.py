@@ -1,0 +1,126 @@
+"""Tokenization and MLM+NSP instance-building throughput on one CPU core; prints JSON.
+
+Builds the F.1 corpus of the simulated genome, trains a BPE on it, then times:
+- tokenizing 8 kbp windows with `DNATokenizer.encode` (normalization included) and `encode_batch`
+  (1 thread), against the baseline of raw sentencepiece `encode` on the already-normalized windows;
+- `PretrainingDataset.__getitem__` at max_length 4096, shards read lazily from HDF5 and in memory.
+
+    python benchmarks/tokenize.py --out tokenize.json
+    python benchmarks/tokenize.py --quick          # smaller genome and vocabulary: checks the script
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# This file's name shadows the standard library's `tokenize` (which numpy and torch import) when
+# run as a script; drop the script's directory from the import path before importing anything else.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+
+import numpy as np
+import sentencepiece as spm
+
+from genomics_bigbird.atomic import atomic_write
+from genomics_bigbird.data.corpus import corpus_files, write_corpus
+from genomics_bigbird.data.pretraining import PretrainingDataset
+from genomics_bigbird.data.shards import write_shards
+from genomics_bigbird.genome import ReferenceGenome
+from genomics_bigbird.genome.simulate import simulate
+from genomics_bigbird.tokenizer import DNATokenizer
+
+WINDOW = 8000
+
+
+def best_rate(work, amount: float, repeats: int) -> float:
+    """Best-of-`repeats` rate (amount per second) of calling `work()`."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        work()
+        best = min(best, time.perf_counter() - start)
+    return amount / best
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", help="also write the JSON here")
+    parser.add_argument("--quick", action="store_true", help="small genome and vocabulary")
+    parser.add_argument("--vocab-size", type=int, default=None, help="BPE size (default 8000; quick: 1000)")
+    parser.add_argument("--windows", type=int, default=300, help="8 kbp windows to tokenize")
+    parser.add_argument("--instances", type=int, default=300, help="instances to build")
+    args = parser.parse_args(argv)
+    scale = 0.25 if args.quick else 1.0
+    vocab_size = args.vocab_size or (1000 if args.quick else 8000)
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        sim = simulate(root / "sim", seed=0, scale=scale)
+        genome = ReferenceGenome(root / "sim" / "genome.fa")
+        counts = write_corpus(genome, root / "corpus", passes=2, seed=0)
+        files = corpus_files(root / "corpus")
+        start = time.perf_counter()
+        tokenizer = DNATokenizer.train(files, vocab_size=vocab_size, model_prefix=root / "tok" / "dna_bpe",
+                                       seed=0, num_threads=1)
+        train_s = time.perf_counter() - start
+
+        rng = np.random.default_rng(0)
+        contigs = [c for c, n in genome.contigs.items() if n > WINDOW]
+        windows = []
+        for _ in range(args.windows):
+            contig = contigs[int(rng.integers(len(contigs)))]
+            lo = int(rng.integers(0, genome.contigs[contig] - WINDOW))
+            windows.append(genome.fetch(contig, lo, lo + WINDOW))
+        mbp = len(windows) * WINDOW / 1e6
+        raw = spm.SentencePieceProcessor(model_proto=tokenizer.model_proto)
+        tokens = sum(len(raw.encode(w)) for w in windows)
+        tokenize = {
+            "window_bp": WINDOW, "windows": len(windows), "bp_per_token": round(len(windows) * WINDOW / tokens, 3),
+            "baseline_sentencepiece_encode_mbp_s": round(best_rate(lambda: [raw.encode(w) for w in windows], mbp, 3), 3),
+            "encode_mbp_s": round(best_rate(lambda: [tokenizer.encode(w) for w in windows], mbp, 3), 3),
+            "encode_batch_1_thread_mbp_s": round(best_rate(lambda: tokenizer.encode_batch(windows), mbp, 3), 3),
+        }
+        tokenize["encode_vs_baseline"] = round(tokenize["encode_mbp_s"] / tokenize["baseline_sentencepiece_encode_mbp_s"], 3)
+
+        write_shards(files, tokenizer, root / "shards", documents_per_shard=20)
+        instances = {}
+        for mode, in_memory in (("hdf5_lazy", False), ("in_memory", True)):
+            dataset = PretrainingDataset(root / "shards", tokenizer, max_length=4096, seed=0, in_memory=in_memory)
+            order = rng.permutation(len(dataset))[:args.instances] if len(dataset) >= args.instances else \
+                rng.integers(0, len(dataset), args.instances)
+            dataset[int(order[0])]  # open the files
+            lengths = []
+            rate = best_rate(lambda: lengths.append(sum(len(dataset[int(i)]["input_ids"]) for i in order)),
+                             len(order), 3)
+            instances[mode] = {"instances_s": round(rate, 1), "tokens_s": round(rate * lengths[-1] / len(order)),
+                               "mean_length": round(lengths[-1] / len(order), 1), "dataset_instances": len(dataset)}
+
+    report = {
+        "benchmark": "tokenize",
+        "device": f"cpu ({platform.processor() or platform.machine()}), 1 core",
+        "versions": {"python": sys.version.split()[0], "sentencepiece": spm.__version__, "numpy": np.__version__},
+        "config": {"genome_bp": sum(sim.contigs.values()),
+                   "corpus_bp": counts.bp, "corpus_documents": counts.documents, "vocab_size": len(tokenizer),
+                   "tokenizer_train_s": round(train_s, 2), "quick": args.quick},
+        "tokenize_8kbp": tokenize,
+        "instances_4096": instances,
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        with atomic_write(args.out) as handle:
+            handle.write(text + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()
