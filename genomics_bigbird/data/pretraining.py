@@ -110,7 +110,8 @@ class PretrainingDataset(Dataset):
     def _random_segment(self, rng: np.random.Generator, document: int, want: int) -> np.ndarray:
         """Up to `want` tokens of another document, from a uniformly chosen sentence start."""
         other = int(rng.integers(0, len(self.shards) - 1))
-        other += other >= document
+        if other >= document:  # uniform over the documents other than this one
+            other += 1
         lengths = self.shards.sentence_lengths(other)
         remaining = np.cumsum(lengths[::-1])[::-1]  # tokens from each sentence to the document end
         enough = np.flatnonzero(remaining >= want)

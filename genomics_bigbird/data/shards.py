@@ -140,12 +140,17 @@ class TokenShard:
             with h5py.File(self.path, "r") as h5:
                 self.sentence_offsets = h5["sentence_offsets"][:]
                 self.document_offsets = h5["document_offsets"][:]
-                self.sentence_bp = h5["sentence_bp"][:]
                 self.tokenizer_sha256 = str(h5.attrs["tokenizer_sha256"])
                 self.vocab_size = int(h5.attrs["vocab_size"])
                 self._tokens = h5["token_ids"][:] if in_memory else None
         except (OSError, KeyError) as err:
             raise InputError(f"not a token shard ({err}); rebuild it with `gbb shards`", self.path) from None
+
+    @property
+    def sentence_bp(self) -> np.ndarray:
+        """Bases of each sentence (read on demand: instance building never needs it)."""
+        with h5py.File(self.path, "r") as h5:
+            return h5["sentence_bp"][:]
 
     @property
     def num_documents(self) -> int:

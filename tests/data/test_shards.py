@@ -48,8 +48,13 @@ def test_shards_round_trip_the_corpus_text(corpus, tmp_path):
     on_disk = json.loads((tmp_path / "shards.json").read_text())
     assert on_disk["tokenizer_sha256"] == tokenizer.sha256 and on_disk["params"]["documents_per_shard"] == 3
     assert on_disk["params"]["corpus"] == {"passes": 2, "seed": 0}
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == sorted(
         ["shards.json"] + [s["file"] for s in on_disk["shards"]])  # no temporary files left behind
+    assert int(shards.shards[0].sentence_bp.sum()) == sum(len(s) for d in documents[:3] for s in d)
+    # the same corpus and tokenizer give the same bytes
+    write_shards(files, tokenizer, tmp_path / "again", documents_per_shard=3)
+    for name in ["shards.json"] + [s["file"] for s in on_disk["shards"]]:
+        assert (tmp_path / "again" / name).read_bytes() == (tmp_path / name).read_bytes()
 
 
 def test_shard_layout_is_uint16_chunked_and_compressed(corpus, tmp_path):
