@@ -1,0 +1,117 @@
+"""Fine-tuned classifiers on labeled windows: load a checkpoint, predict a split on both strands, score it.
+
+Shared by `gbb finetune` (validation during training) and `gbb evaluate`.
+"""
+from __future__ import annotations
+
+import os
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from genomics_bigbird.data.labeled import LabeledWindows, TokenizedWindows, collate_windows
+from genomics_bigbird.errors import InputError
+from genomics_bigbird.evaluate.ensemble import StrandPredictions, predict_batches
+from genomics_bigbird.evaluate.metrics import binary_metrics, multilabel_metrics
+from genomics_bigbird.model import EncoderConfig, SequenceClassifier, build_classifier, load_checkpoint
+
+BINARY_TASKS = ("promoter",)  # one label, reported with thresholded metrics; other tasks are multi-label
+
+
+def load_classifier(directory: str | os.PathLike, tokenizer_sha256: str | None = None,
+                    tokenizer_path: str | os.PathLike | None = None) -> tuple[SequenceClassifier, dict]:
+    """Return (classifier in eval mode on CPU, checkpoint metadata) of a fine-tuned checkpoint.
+
+    With `tokenizer_sha256`, a checkpoint trained with another tokenizer is an InputError that
+    names the checkpoint, the tokenizer file and both checksums.
+    """
+    directory = Path(directory)
+    try:
+        state_dict, meta = load_checkpoint(directory)
+    except (FileNotFoundError, ValueError) as err:
+        raise InputError(str(err), directory) from None
+    check_tokenizer(meta, directory, tokenizer_sha256, tokenizer_path)
+    if "head.classifier.weight" not in state_dict:
+        raise InputError(f"not a fine-tuned classifier (task {meta.get('task')!r}); pass the checkpoint "
+                         f"written by `gbb finetune` (its best/ directory)", directory)
+    model = build_classifier(EncoderConfig.from_dict(meta["model_config"]),
+                             int(state_dict["head.classifier.weight"].shape[0]))
+    model.load_state_dict(state_dict)
+    return model.eval(), meta
+
+
+def check_tokenizer(meta: dict, checkpoint: str | os.PathLike, tokenizer_sha256: str | None,
+                    tokenizer_path: str | os.PathLike | None) -> None:
+    """InputError unless the checkpoint was trained with the tokenizer of checksum `tokenizer_sha256`."""
+    stored = meta.get("tokenizer_sha256")
+    if tokenizer_sha256 is None or stored == tokenizer_sha256:
+        return
+    trained_with = meta.get("extra", {}).get("tokenizer")
+    hint = f" (it was trained with {trained_with})" if trained_with else ""
+    raise InputError(f"checkpoint {checkpoint} was trained with a tokenizer of sha256 {stored}, but "
+                     f"{tokenizer_path or 'the tokenizer given'} has sha256 {tokenizer_sha256}; token ids "
+                     f"would not match. Pass the tokenizer the checkpoint was trained with{hint}")
+
+
+def split_loader(labeled: LabeledWindows, tokenizer, split: str | None, *, reverse_complement: bool = False,
+                 batch_size: int = 8, max_length: int | None = None, pad_to_multiple_of: int | None = None,
+                 num_workers: int = 0) -> DataLoader:
+    """Batches of one split in file order (input_ids, attention_mask, labels, index), on one strand."""
+    dataset = TokenizedWindows(labeled, tokenizer, split, reverse_complement=reverse_complement,
+                               max_length=max_length)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      collate_fn=partial(collate_windows, pad_id=tokenizer.pad_id,
+                                         pad_to_multiple_of=pad_to_multiple_of))
+
+
+def _identity(iterable: Iterable, **_: Any) -> Iterable:
+    return iterable
+
+
+def predict_split(model: torch.nn.Module, labeled: LabeledWindows, tokenizer, split: str | None, *,
+                  batch_size: int = 8, device: str | torch.device = "cpu", max_length: int | None = None,
+                  pad_to_multiple_of: int | None = None, strands: Sequence[str] = ("forward", "reverse"),
+                  progress: Callable[..., Iterable] = _identity) -> StrandPredictions:
+    """Probabilities (n, features) of a split's windows and of their reverse complements (tokenized separately).
+
+    `strands=("forward",)` skips the reverse strand (its array is then empty). `progress(iterable,
+    total=, desc=)` may wrap the batches in a progress bar.
+    """
+    out = {}
+    for strand in ("forward", "reverse"):
+        if strand not in strands:
+            out[strand] = np.zeros((0, 0), dtype=np.float32)
+            continue
+        loader = split_loader(labeled, tokenizer, split, reverse_complement=strand == "reverse",
+                              batch_size=batch_size, max_length=max_length, pad_to_multiple_of=pad_to_multiple_of)
+        out[strand] = predict_batches(model, progress(loader, total=len(loader), desc=f"{strand} strand"), device)
+    return StrandPredictions(forward=out["forward"], reverse=out["reverse"])
+
+
+def task_metrics(task: str, labels: np.ndarray, probabilities: np.ndarray, feature_names: Sequence[str],
+                 feature_groups: Sequence[str], threshold: float = 0.5) -> dict:
+    """Metrics of one set of predictions: binary metrics for promoters, per-feature/per-group otherwise.
+
+    Multi-label results hold `per_feature`, `summary` (overall as `all`, and per group) and the
+    features without positives (or negatives), which have no AUROC and are left out of summaries.
+    """
+    labels = np.asarray(labels)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if task in BINARY_TASKS:
+        return binary_metrics(labels[:, 0], probabilities[:, 0], threshold)
+    report = multilabel_metrics(labels, probabilities, feature_names, feature_groups)
+    out = report.as_dict()
+    out["n"] = int(labels.shape[0])
+    out["n_excluded"] = len(report.excluded)
+    return out
+
+
+def selection_score(task: str, metrics: dict) -> float:
+    """The number a best checkpoint is chosen by: AUROC (promoter) or mean per-feature AUROC."""
+    if task in BINARY_TASKS:
+        return float(metrics["auroc"])
+    return float(metrics["summary"]["all"]["mean_auroc"])
