@@ -138,6 +138,17 @@ def check_compatible(model_config, tokenizer, data: PretrainData, tokenizer_path
                          f"{model_config.max_position}; lower data.max_length or use a larger model")
 
 
+def check_train(train: PretrainTrain) -> None:
+    """Refuse schedule values that cannot describe a run."""
+    for name in ("steps", "log_every", "checkpoint_every", "global_batch_size", "micro_batch_size"):
+        if getattr(train, name) < 1:
+            raise InputError(f"train.{name} must be at least 1, got {getattr(train, name)}")
+    if not 0 <= train.warmup_steps <= train.steps:
+        raise InputError(f"train.warmup_steps={train.warmup_steps} must lie between 0 and train.steps={train.steps}")
+    if train.lr <= 0:
+        raise InputError(f"train.lr must be positive, got {train.lr}")
+
+
 class _RankLog:
     """What a non-zero rank uses instead of a Job: a logger, a silent progress bar, no files."""
 
@@ -241,7 +252,6 @@ def main(config: PretrainConfig, quiet: bool = False) -> dict[str, Any]:
     import torch.distributed as dist
 
     from genomics_bigbird.data.pretraining import PretrainingDataset, collate_pretraining
-    from genomics_bigbird.manifest import sha256_file
     from genomics_bigbird.model import build_pretraining_model, save_checkpoint
     from genomics_bigbird.tokenizer import DNATokenizer
     from genomics_bigbird.train import engine as ds
@@ -249,11 +259,11 @@ def main(config: PretrainConfig, quiet: bool = False) -> dict[str, Any]:
     from pipelines.job import Job
 
     train = config.train
+    check_train(train)
     model_config = resolve_model_config(config.model)
     tokenizer_path = resolve_path(config.data.tokenizer)
     tokenizer = DNATokenizer.load(tokenizer_path)
     check_compatible(model_config, tokenizer, config.data, tokenizer_path)
-    tokenizer_sha256 = sha256_file(tokenizer_path)
     dataset = PretrainingDataset(resolve_path(config.data.shards), tokenizer, max_length=config.data.max_length,
                                  seed=config.data.seed)
 
@@ -333,7 +343,7 @@ def main(config: PretrainConfig, quiet: bool = False) -> dict[str, Any]:
             final_model = build_pretraining_model(model_config)
             final_model.load_state_dict(state_dict)
             save_checkpoint(directory, final_model, model_config=model_config.to_dict(), task="pretraining",
-                            tokenizer_sha256=tokenizer_sha256,
+                            tokenizer_sha256=tokenizer.sha256,
                             extra={"steps": step, "metrics": record, "tokenizer": str(tokenizer_path)})
 
         ds.export_weights(engine, out_dir / "final", write_final)

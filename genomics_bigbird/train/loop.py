@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -57,8 +58,10 @@ def micro_batches(dataset: Dataset, collate_fn: Callable, micro_batch_size: int,
                                 f"or lower train.micro_batch_size")
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(epoch)
+        # its own generator: creating a loader must not draw from the global RNG that dropout uses
+        generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
         loader = DataLoader(dataset, batch_sampler=batches[skip:], collate_fn=collate_fn,
-                            num_workers=num_workers)
+                            num_workers=num_workers, generator=generator)
         for done, batch in enumerate(loader, start=skip + 1):
             yield DataPosition(epoch, done), batch
         epoch, skip = epoch + 1, 0
