@@ -10,7 +10,7 @@ from genomics_bigbird.model import (
     EncoderConfig, build_classifier, build_encoder, build_pretraining_model, load_encoder_weights)
 from pipelines.config import load_config
 
-KINDS = ("full", "bigbird")  # the combiner kinds join as their kernels land
+KINDS = ("full", "bigbird", "combiner-fixed", "combiner-axial", "combiner-mixture")
 TINY_YAML = Path(__file__).resolve().parents[2] / "configs" / "model" / "tiny.yaml"
 VOCAB, PAD, MASK, CLS = 40, 0, 1, 2
 
