@@ -84,14 +84,9 @@ def _evaluation_mode(model: torch.nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def _tokenize(tokenizer, sequences: Sequence[str], max_tokens: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """`[CLS] ids [SEP]` rows right-padded to the longest: (input_ids, attention_mask), both (n, length)."""
-    rows = [[tokenizer.cls_id, *ids, tokenizer.sep_id] for ids in tokenizer.encode_batch(list(sequences))]
-    length = max(len(row) for row in rows)
-    if max_tokens is not None and length > max_tokens:
-        raise InputError(f"a window of {max(len(s) for s in sequences)} bp is {length} tokens with [CLS]/[SEP], "
-                         f"more than the model's {max_tokens} positions: score with a smaller window width")
-    input_ids = torch.full((len(rows), length), tokenizer.pad_id, dtype=torch.long)
+def _padded(rows: list[list[int]], pad_id: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows right-padded to `length`: (input_ids, attention_mask), both (n, length)."""
+    input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), length), dtype=torch.bool)
     for i, row in enumerate(rows):
         input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
@@ -100,24 +95,43 @@ def _tokenize(tokenizer, sequences: Sequence[str], max_tokens: int | None) -> tu
 
 
 def predict_windows(model: torch.nn.Module, tokenizer, sequences: Sequence[str], *, batch_size: int = 16,
-                    device: str | torch.device = "cpu", max_tokens: int | None = None) -> np.ndarray:
+                    device: str | torch.device = "cpu", max_tokens: int | None = None,
+                    length_multiple: int = 64) -> np.ndarray:
     """RC-ensembled sigmoid probabilities (n, features): mean over each window and its reverse complement.
 
+    Each window is tokenized as `[CLS] ids [SEP]` and padded to its own length rounded up to
+    `length_multiple` (at most `max_tokens`); only windows of the same padded length share a
+    forward pass. A window's score therefore never depends on its batch-mates, even where the
+    attention pattern depends on the padded length (BigBird draws its random blocks per block
+    count: use the block size as `length_multiple`), so batch size and sharding change nothing.
     The model is any module with `forward(input_ids, attention_mask) -> logits (batch, features)`;
-    it runs in eval mode without gradients (its mode is restored), bf16 autocast on CUDA.
+    it runs in eval mode without gradients (its mode is restored), under bf16 autocast on CUDA.
     """
     device = torch.device(device)
     strands = list(sequences) + [reverse_complement(s) for s in sequences]
+    rows = [[tokenizer.cls_id, *ids, tokenizer.sep_id] for ids in tokenizer.encode_batch(strands)]
+    longest = max(len(row) for row in rows)
+    if max_tokens is not None and longest > max_tokens:
+        raise InputError(f"a window of {max(len(s) for s in sequences)} bp is {longest} tokens with [CLS]/[SEP], "
+                         f"more than the model's {max_tokens} positions: score with a smaller window width")
+    padded_length = np.array([-(-len(row) // length_multiple) * length_multiple for row in rows])
+    if max_tokens is not None:
+        padded_length = np.minimum(padded_length, max_tokens)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 else contextlib.nullcontext())
-    outputs = []
+    probabilities: np.ndarray | None = None
     with _evaluation_mode(model):
-        for i in range(0, len(strands), batch_size):
-            input_ids, attention_mask = _tokenize(tokenizer, strands[i: i + batch_size], max_tokens)
-            with autocast:
-                logits = model(input_ids.to(device), attention_mask.to(device))
-            outputs.append(torch.sigmoid(logits.float()).cpu().numpy().astype(np.float64))
-    probabilities = np.concatenate(outputs, axis=0)
+        for length in np.unique(padded_length):
+            members = np.flatnonzero(padded_length == length)
+            for i in range(0, len(members), batch_size):
+                chosen = members[i: i + batch_size]
+                input_ids, attention_mask = _padded([rows[j] for j in chosen], tokenizer.pad_id, int(length))
+                with autocast:
+                    logits = model(input_ids.to(device), attention_mask.to(device))
+                batch = torch.sigmoid(logits.float()).cpu().numpy()
+                if probabilities is None:
+                    probabilities = np.empty((len(rows), batch.shape[1]), dtype=np.float64)
+                probabilities[chosen] = batch
     n = len(sequences)
     return (probabilities[:n] + probabilities[n:]) / 2.0
 
@@ -137,12 +151,13 @@ def _groups(windows: Iterable[VariantWindows], batch_size: int) -> Iterator[list
 
 
 def score_variants(model: torch.nn.Module, tokenizer, windows: Iterable[VariantWindows], *, num_features: int,
-                   batch_size: int = 16, device: str | torch.device = "cpu",
-                   max_tokens: int | None = None) -> Iterator[ScoredBatch]:
+                   batch_size: int = 16, device: str | torch.device = "cpu", max_tokens: int | None = None,
+                   length_multiple: int = 64) -> Iterator[ScoredBatch]:
     """Score variant windows in input order, yielding `ScoredBatch`es (unscored variants get NaN rows).
 
     `batch_size` is the number of windows per forward pass; a group of `batch_size` scored
-    variants needs four passes (ref, alt, and their reverse complements).
+    variants needs about four passes (ref, alt, and their reverse complements). See
+    `predict_windows` for `max_tokens` and `length_multiple`.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -153,7 +168,7 @@ def score_variants(model: torch.nn.Module, tokenizer, windows: Iterable[VariantW
         if rows:
             sequences = [group[i].ref_seq for i in rows] + [group[i].alt_seq for i in rows]
             probabilities = predict_windows(model, tokenizer, sequences, batch_size=batch_size, device=device,
-                                            max_tokens=max_tokens)
+                                            max_tokens=max_tokens, length_multiple=length_multiple)
             if probabilities.shape[1] != num_features:
                 raise ValueError(f"the model predicts {probabilities.shape[1]} features, expected {num_features}")
             ref[rows], alt[rows] = probabilities[: len(rows)], probabilities[len(rows):]

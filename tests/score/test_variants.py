@@ -112,3 +112,23 @@ def test_many_unscored_variants_do_not_accumulate():
     windows = [variant("", "", "unknown_contig", index=i) for i in range(50)]
     batches = list(score_variants(BaseCounter(), CharTokenizer(), windows, num_features=2, batch_size=2))
     assert max(len(b.variants) for b in batches) == 16 and sum(len(b.variants) for b in batches) == 50
+
+
+class LengthSensitive(torch.nn.Module):
+    """logit = (#A) - padded length / 8: like BigBird's random blocks, its answer depends on the padding."""
+
+    def forward(self, input_ids, attention_mask):
+        a = ((input_ids == 5) & attention_mask).sum(dim=1).float()
+        return (a - input_ids.shape[1] / 8.0)[:, None]
+
+
+def test_a_window_is_padded_by_its_own_length_never_by_its_batch_mates():
+    sequences = ["AAT", "AAAAAAAAAAT", "TTA"]  # 5, 13 and 5 tokens with [CLS]/[SEP] -> padded to 8, 16, 8
+    together = predict_windows(LengthSensitive(), CharTokenizer(), sequences, batch_size=8, length_multiple=8)
+    for row, seq in zip(together, sequences):
+        padded = 8 if len(seq) + 2 <= 8 else 16
+        expected = np.mean([1 / (1 + math.exp(-(s.count("A") - padded / 8))) for s in (seq, seq.translate(
+            str.maketrans("ACGT", "TGCA"))[::-1])])
+        assert row[0] == pytest.approx(expected, rel=1e-6)
+        alone = predict_windows(LengthSensitive(), CharTokenizer(), [seq], length_multiple=8)
+        assert alone[0, 0] == pytest.approx(row[0], rel=1e-6)
