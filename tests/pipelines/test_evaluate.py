@@ -1,0 +1,171 @@
+"""`gbb evaluate`: strand and checkpoint ensembles, metrics files, predictions users can re-analyse, report."""
+import json
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from genomics_bigbird.data.labeled import LabeledWindows, LabeledWriter
+from genomics_bigbird.evaluate.classifier import predict_split
+from genomics_bigbird.model import EncoderConfig, build_classifier, save_checkpoint
+from genomics_bigbird.tokenizer import DNATokenizer
+from pipelines import cli
+
+WINDOW = 96
+
+
+def windows(rng, n):
+    return ["".join(rng.choice(list("ACGT"), WINDOW)) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    return DNATokenizer.train(windows(np.random.default_rng(0), 200), vocab_size=40,
+                              model_prefix=tmp_path_factory.mktemp("tok") / "dna_bpe", seed=0)
+
+
+def checkpoint(path, tokenizer, task, features, groups, seed):
+    """A classifier checkpoint as `gbb finetune` writes it (random weights: evaluation does not care)."""
+    config = EncoderConfig(vocab_size=len(tokenizer), hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                           max_position=128, attention="bigbird", block_size=16, num_global_blocks=1,
+                           window_blocks=3, num_random_blocks=1, attention_backend="gather")
+    torch.manual_seed(seed)
+    model = build_classifier(config, len(features))
+    return save_checkpoint(path, model, model_config=config.to_dict(), task=task, tokenizer_sha256=tokenizer.sha256,
+                           extra={"feature_names": features, "feature_groups": groups, "max_length": 128})
+
+
+def write_set(path, task, features, groups, labels_for_split, seed=0):
+    rng = np.random.default_rng(seed)
+    with LabeledWriter(path, window=WINDOW, feature_names=features, feature_groups=groups, task=task,
+                       scheme="replace" if task == "promoter" else "", source="test") as out:
+        for split, labels in labels_for_split.items():
+            n = len(labels)
+            out.append(windows(rng, n), labels, [split] * n, chrom=["chr8"] * n, start=np.arange(n) * 200,
+                       end=np.arange(n) * 200 + WINDOW, strand=["+"] * n)
+    return path
+
+
+def evaluate(out, data, tokenizer, *checkpoints, extra=()):
+    argv = ["evaluate", "--checkpoint", *map(str, checkpoints), "--data", str(data), "--tokenizer",
+            str(tokenizer.path), "--out", str(out), "--device", "cpu", "--batch-size", "4", "--quiet", *extra]
+    return cli.main(argv)
+
+
+@pytest.fixture(scope="module")
+def promoter_run(tmp_path_factory, tokenizer):
+    root = tmp_path_factory.mktemp("promoter")
+    labels = np.array([[1], [0]] * 5)
+    data = write_set(root / "promoter.h5", "promoter", ["promoter"], ["promoter"],
+                     {"train": labels[:4], "test": labels})
+    first = checkpoint(root / "ft1" / "best", tokenizer, "promoter", ["promoter"], ["promoter"], seed=1)
+    second = checkpoint(root / "ft2" / "best", tokenizer, "promoter", ["promoter"], ["promoter"], seed=2)
+    # the fine-tuning run's log beside best/: its curves go into the report
+    (root / "ft1" / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n"
+                                                        for s in range(1, 6)))
+    assert evaluate(root / "eval", data, tokenizer, first, second) == 0
+    return root, data, (first, second)
+
+
+def test_promoter_outputs_and_strand_ensemble(promoter_run):
+    root, data, _ = promoter_run
+    out = root / "eval"
+    for name in ("metrics.json", "metrics.tsv", "predictions.h5", "predictions.tsv", "roc_pr.png",
+                 "training_curves.png", "report.html", "manifest.json", "evaluate.log"):
+        assert (out / name).is_file(), name
+    table = pd.read_csv(out / "predictions.tsv", sep="\t")
+    assert len(table) == 10 and table["label"].tolist() == [1, 0] * 5
+    assert table["chrom"].eq("chr8").all() and table["start"].tolist() == list(range(0, 2000, 200))
+    for model in ("ft1/best", "ft2/best", "ensemble"):
+        # The strand ensemble is the mean of the forward and reverse-complement probabilities.
+        np.testing.assert_allclose(table[f"{model}:ensemble"], (table[f"{model}:forward"] + table[f"{model}:reverse"]) / 2,
+                                   rtol=1e-6)
+    # The checkpoint ensemble averages the models, strand by strand.
+    np.testing.assert_allclose(table["ensemble:forward"], (table["ft1/best:forward"] + table["ft2/best:forward"]) / 2,
+                               rtol=1e-6)
+    with h5py.File(out / "predictions.h5") as f:
+        forward, reverse = f["predictions/ensemble/forward"][:], f["predictions/ensemble/reverse"][:]
+        np.testing.assert_allclose(f["predictions/ensemble/ensemble"][:], (forward.astype(float) + reverse) / 2, rtol=1e-6)
+        assert f["labels"][:, 0].tolist() == [1, 0] * 5 and f.attrs["scheme"] == "replace"
+
+
+def test_promoter_metrics_agree_with_the_predictions(promoter_run):
+    root, _, _ = promoter_run
+    out = root / "eval"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["task"] == "promoter" and metrics["split"] == "test" and metrics["n"] == 10
+    assert metrics["negative_scheme"] == "replace" and metrics["final"] == "ensemble"
+    assert set(metrics["models"]) == {"ft1/best", "ft2/best", "ensemble"}
+    table = pd.read_csv(out / "predictions.tsv", sep="\t")
+    for model, strands in metrics["models"].items():
+        for strand, values in strands.items():
+            assert set(values) >= {"accuracy", "precision", "recall", "f1", "mcc", "auroc"}
+            probabilities = table[f"{model}:{strand}"]
+            assert values["auroc"] == pytest.approx(roc_auc_score(table["label"], probabilities), abs=1e-6)
+            assert values["accuracy"] == pytest.approx(((probabilities >= 0.5) == table["label"]).mean())
+    tsv = pd.read_csv(out / "metrics.tsv", sep="\t")
+    assert len(tsv) == 9 and set(tsv["strand"]) == {"forward", "reverse", "ensemble"}
+    assert tsv["scheme"].eq("replace").all()
+    html = (out / "report.html").read_text()
+    assert "negatives: replace" in html and html.count("data:image/png;base64") == 2
+
+
+def test_predictions_match_the_model_run_directly(promoter_run, tokenizer):
+    from genomics_bigbird.evaluate.classifier import load_classifier
+
+    root, data, (first, _) = promoter_run
+    model, meta = load_classifier(first, tokenizer.sha256)
+    direct = predict_split(model, LabeledWindows(data), tokenizer, "test", max_length=128, pad_to_multiple_of=16)
+    with h5py.File(root / "eval" / "predictions.h5") as f:
+        np.testing.assert_allclose(f["predictions/ft1/best/forward"][:], direct.forward, rtol=1e-5)
+        np.testing.assert_allclose(f["predictions/ft1/best/reverse"][:], direct.reverse, rtol=1e-5)
+    assert not np.allclose(direct.forward, direct.reverse)  # the RC strand is a different input
+
+
+def test_chromatin_metrics_per_group_and_features_without_positives(tmp_path, tokenizer):
+    features, groups = ["CTCF", "POLR2A", "DNase", "H3K4me3"], ["TF", "TF", "DHS", "HM"]
+    test_labels = np.zeros((12, 4), dtype=np.uint8)
+    test_labels[::2, 0] = 1
+    test_labels[:3, 1] = 1
+    test_labels[1::3, 2] = 1  # H3K4me3 has no positive in the test split
+    data = write_set(tmp_path / "chromatin.h5", "chromatin", features, groups,
+                     {"train": np.ones((2, 4), dtype=np.uint8), "test": test_labels})
+    model = checkpoint(tmp_path / "ft" / "best", tokenizer, "chromatin", features, groups, seed=3)
+    assert evaluate(tmp_path / "eval", data, tokenizer, model) == 0
+    out = tmp_path / "eval"
+    metrics = json.loads((out / "metrics.json").read_text())
+    result = metrics["models"]["best"]["ensemble"]
+    assert result["excluded_no_positives"] == ["H3K4me3"] and result["n_excluded"] == 1
+    assert set(result["summary"]) == {"all", "TF", "DHS", "HM"}
+    assert result["summary"]["TF"]["features"] == 2 and result["summary"]["HM"]["features"] == 0
+    assert result["summary"]["HM"]["median_auroc"] is None  # strict JSON: no AUROC is null, not NaN
+    with h5py.File(out / "predictions.h5") as f:
+        probabilities = f["predictions/best/ensemble"][:]
+    aurocs = [roc_auc_score(test_labels[:, j], probabilities[:, j]) for j in range(3)]
+    assert result["summary"]["TF"]["median_auroc"] == pytest.approx(np.median(aurocs[:2]), abs=1e-6)
+    assert result["summary"]["all"]["mean_auroc"] == pytest.approx(np.mean(aurocs), abs=1e-6)
+    per_feature = pd.read_csv(out / "per_feature.tsv", sep="\t")
+    assert len(per_feature) == 3 * 4 and per_feature.loc[per_feature.feature == "H3K4me3", "auroc"].isna().all()
+    tsv = pd.read_csv(out / "metrics.tsv", sep="\t")
+    row = tsv[(tsv.strand == "ensemble") & (tsv.group == "all")].iloc[0]
+    assert row["excluded_no_positives"] == 1 and row["features"] == 3
+    for name in ("roc_pr.png", "auroc_by_group.png", "report.html"):
+        assert (out / name).is_file()
+    assert not (out / "predictions.tsv").exists()  # 919 columns x strands belong in the HDF5 file
+
+
+def test_wrong_tokenizer_or_task_is_a_one_line_error(promoter_run, tmp_path, tokenizer, capsys):
+    root, data, (first, _) = promoter_run
+    other = DNATokenizer.train(windows(np.random.default_rng(7), 200), vocab_size=40, model_prefix=tmp_path / "o", seed=0)
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--checkpoint", str(first), "--data", str(data), "--tokenizer", str(other.path),
+                     "--out", str(tmp_path / "e1"), "--device", "cpu", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(first) in err[0] and other.sha256 in err[0] and tokenizer.sha256 in err[0]
+    chromatin = checkpoint(tmp_path / "c" / "best", tokenizer, "chromatin", ["a", "b"], ["TF", "HM"], seed=0)
+    assert evaluate(tmp_path / "e2", data, tokenizer, chromatin) == 2
+    assert "fine-tuned for 'chromatin'" in capsys.readouterr().err
+    assert not (tmp_path / "e1").exists() and not (tmp_path / "e2").exists()
