@@ -5,13 +5,15 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from sklearn.metrics import roc_auc_score
 
-from genomics_bigbird.data.labeled import LabeledWindows, LabeledWriter
+from genomics_bigbird.data.labeled import LabeledWindows, LabeledWriter, TokenizedWindows
 from genomics_bigbird.evaluate.classifier import load_classifier, predict_split
+from genomics_bigbird.genome import reverse_complement
 from genomics_bigbird.model import EncoderConfig, build_pretraining_model, load_checkpoint, save_checkpoint
 from genomics_bigbird.tokenizer import DNATokenizer
+from genomics_bigbird.train.finetune import StrandAugmented
 from pipelines import cli
-from sklearn.metrics import roc_auc_score
 
 WINDOW = 120
 SPLITS = {"train": 48, "valid": 16, "test": 16}
@@ -169,3 +171,19 @@ def test_wrong_task_and_diverging_loss_are_clear_errors(tmp_path, tokenizer, cap
                     "train.warmup_steps=0", "train.gradient_clipping=0", model=tiny_model(len(tokenizer))) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "NaN or infinite" in err[0]
+
+
+def test_strand_augmentation_reads_about_half_the_windows_reverse_complemented(tmp_path, tokenizer):
+    labeled = LabeledWindows(write_promoters(tmp_path / "promoter.h5"))
+    augmented = StrandAugmented(TokenizedWindows(labeled, tokenizer, "train"),
+                                TokenizedWindows(labeled, tokenizer, "train", reverse_complement=True), seed=0)
+    flips = [augmented.is_reverse(i) for i in range(len(augmented))]
+    assert 12 <= sum(flips) <= 36
+    for item in range(len(augmented)):
+        sequence = labeled.sequence(labeled.indices("train")[item])
+        expected = reverse_complement(sequence) if flips[item] else sequence
+        assert tokenizer.decode(augmented[item]["input_ids"][1:-1].tolist()) == expected
+    augmented.set_epoch(1)
+    assert [augmented.is_reverse(i) for i in range(len(augmented))] != flips  # fresh draws each epoch
+    augmented.set_epoch(0)
+    assert [augmented.is_reverse(i) for i in range(len(augmented))] == flips  # ... reproducible from the seed
