@@ -52,6 +52,7 @@ class PretrainTrain:
     precision: str = "auto"  # auto = bf16 on GPU, fp32 on CPU
     deepspeed_json: str | None = None  # None: configs/deepspeed/zero<stage>.json
     checkpoint_every: int = 1000
+    keep_checkpoints: int = 3  # older DeepSpeed checkpoints are deleted (final/ is always written)
     log_every: int = 10
     resume: bool = False
     seed: int = 0  # weight initialization and dropout
@@ -140,7 +141,8 @@ def check_compatible(model_config, tokenizer, data: PretrainData, tokenizer_path
 
 def check_train(train: PretrainTrain) -> None:
     """Refuse schedule values that cannot describe a run."""
-    for name in ("steps", "log_every", "checkpoint_every", "global_batch_size", "micro_batch_size"):
+    for name in ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "global_batch_size",
+                 "micro_batch_size"):
         if getattr(train, name) < 1:
             raise InputError(f"train.{name} must be at least 1, got {getattr(train, name)}")
     if not 0 <= train.warmup_steps <= train.steps:
@@ -334,6 +336,7 @@ def main(config: PretrainConfig, quiet: bool = False) -> dict[str, Any]:
                     ds.save_training_checkpoint(engine, checkpoints, f"step{step}", {
                         "step": step, "epoch": position.epoch, "batches_done": position.batches_done,
                         "world_size": ctx.world_size, "data_seed": config.data.seed})
+                    ds.prune_checkpoints(checkpoints, train.keep_checkpoints)
                 bar.update(1)
         finally:
             bar.close()

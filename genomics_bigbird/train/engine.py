@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ import torch.distributed as dist
 from deepspeed.utils import safe_get_full_fp32_param
 from deepspeed.utils import logger as deepspeed_logger
 
+from genomics_bigbird.atomic import atomic_write
 from genomics_bigbird.errors import InputError
 from genomics_bigbird.train.schedule import lr_lambda
 
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 RNG_FILE = "rng_rank{rank}.pt"
+INFO_FILE = "checkpoint_info.json"
 
 
 @dataclass(frozen=True)
@@ -199,11 +202,42 @@ def save_training_checkpoint(engine, directory: str | os.PathLike, tag: str,
     directory = Path(directory)
     tag_dir = directory / tag
     tag_dir.mkdir(parents=True, exist_ok=True)
-    # RNG first: `latest` (written by DeepSpeed last) must never point at a tag without it
+    # RNG and info first: `latest` (written by DeepSpeed last) must never point at a tag without them
     torch.save(rng_state(), tag_dir / RNG_FILE.format(rank=dist.get_rank()))
+    if dist.get_rank() == 0:
+        info = {"world_size": dist.get_world_size(), "client_state": dict(client_state)}
+        with atomic_write(tag_dir / INFO_FILE) as handle:
+            json.dump(info, handle, indent=2, default=str)
     dist.barrier()
     engine.save_checkpoint(str(directory), tag=tag, client_state=dict(client_state))
     return tag_dir
+
+
+def checkpoint_info(directory: str | os.PathLike, tag: str | None = None) -> dict[str, Any] | None:
+    """World size and client state of a saved checkpoint (the last one by default), read without
+    loading any weights; None when there is no checkpoint."""
+    tag = tag or latest_checkpoint_tag(directory)
+    path = Path(directory) / tag / INFO_FILE if tag else None
+    if path is None or not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def prune_checkpoints(directory: str | os.PathLike, keep: int) -> list[str]:
+    """Delete all but the `keep` newest complete checkpoints (never the `latest` one); rank 0 deletes.
+
+    Returns the deleted tags. Call on every rank after a save.
+    """
+    directory = Path(directory)
+    latest = latest_checkpoint_tag(directory)
+    tags = sorted((p for p in directory.iterdir() if p.is_dir() and (p / INFO_FILE).is_file()),
+                  key=lambda p: p.stat().st_mtime)
+    doomed = [p for p in tags[:max(len(tags) - keep, 0)] if p.name != latest] if keep > 0 else []
+    if dist.get_rank() == 0:
+        for path in doomed:
+            shutil.rmtree(path, ignore_errors=True)
+    dist.barrier()
+    return [p.name for p in doomed]
 
 
 def latest_checkpoint_tag(directory: str | os.PathLike) -> str | None:
@@ -221,6 +255,12 @@ def load_training_checkpoint(engine, directory: str | os.PathLike, tag: str | No
     tag = tag or latest_checkpoint_tag(directory)
     if tag is None:
         raise InputError("no checkpoint to resume from (no 'latest' file)", directory)
+    info = checkpoint_info(directory, tag)
+    if info is not None and info["world_size"] != dist.get_world_size():
+        raise InputError(f"checkpoint {tag!r} was saved by {info['world_size']} process(es) and this run has "
+                         f"{dist.get_world_size()}; resume with {info['world_size']} (e.g. torchrun "
+                         f"--nproc_per_node {info['world_size']}) so the optimizer shards and data order "
+                         f"match, or start a new run from the exported weights", directory)
     path, client_state = engine.load_checkpoint(str(directory), tag=tag)
     if path is None:
         raise InputError(f"checkpoint {tag!r} could not be loaded", directory)

@@ -4,9 +4,9 @@ import torch
 
 from genomics_bigbird.errors import InputError
 from genomics_bigbird.train.engine import (
-    build_engine, consolidated_state_dict, current_lr, deepspeed_config, export_weights,
+    build_engine, checkpoint_info, consolidated_state_dict, current_lr, deepspeed_config, export_weights,
     gradient_accumulation_steps, init_distributed, latest_checkpoint_tag, load_training_checkpoint,
-    save_training_checkpoint)
+    prune_checkpoints, save_training_checkpoint)
 
 
 class Regressor(torch.nn.Module):
@@ -117,3 +117,18 @@ def test_export_from_zero3_equals_unpartitioned_training(tmp_path):
         torch.testing.assert_close(written[name], value, rtol=1e-5, atol=1e-6)
     hidden_only = consolidated_state_dict(sharded, prefix="hidden.")
     assert set(hidden_only) == {"weight", "bias"}
+
+
+def test_pruning_keeps_the_newest_and_a_world_size_change_is_refused(tmp_path):
+    engine = make_engine(0)
+    for step in (1, 2, 3):
+        train(engine, 2)
+        save_training_checkpoint(engine, tmp_path, f"step{step}", {"step": step})
+    assert prune_checkpoints(tmp_path, keep=2) == ["step1"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["step2", "step3"]
+    info = checkpoint_info(tmp_path)
+    assert info == {"world_size": 1, "client_state": {"step": 3}}
+    # the same checkpoint as if two processes had written it: DeepSpeed's shards would not fit
+    (tmp_path / "step3" / "checkpoint_info.json").write_text('{"world_size": 2, "client_state": {}}')
+    with pytest.raises(InputError, match="saved by 2 process"):
+        load_training_checkpoint(make_engine(0), tmp_path)
