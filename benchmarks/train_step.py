@@ -4,9 +4,12 @@ Each run times the same encoder with BigBird (flex backend, 128- and 64-token bl
 Combiner-Axial and the dense SDPA baseline, plus HF `BigBirdForMaskedLM` (block_sparse) and
 `BertForMaskedLM` (SDPA) when `transformers` is importable, and prints one JSON document.
 
-    python benchmarks/train_step.py --out train_step.json                 # GPU: base config, bf16, compiled
-    python benchmarks/train_step.py --variants bigbird-128,dense-sdpa --shapes 65536x1
-    python benchmarks/train_step.py --quick                               # CPU: tiny config, checks the script
+    python -m benchmarks.train_step --out train_step.json                 # GPU: base config, bf16, compiled
+    python -m benchmarks.train_step --variants bigbird-128,dense-sdpa --shapes 65536x1
+    python -m benchmarks.train_step --quick                               # CPU: tiny config, checks the script
+
+(Run it as a module from the repository root: `python benchmarks/train_step.py` puts benchmarks/ first
+on sys.path, where benchmarks/tokenize.py shadows the standard library's tokenize.)
 
 One step = forward (bf16 autocast on CUDA), MLM loss at the masked positions + NSP loss, backward,
 AdamW step. The batch is fixed across steps (15% of tokens masked), so compiled graphs do not
