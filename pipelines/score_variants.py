@@ -294,7 +294,7 @@ class TableWriter:
 
 
 class MatrixWriter:
-    """The (variants x features) score matrices and variant columns in HDF5, grown batch by batch (no-op without a path)."""
+    """The (variants x features) score matrices and variant columns in HDF5, grown per batch (no-op without a path)."""
 
     def __init__(self, path: Path | None, features: list[str], attrs: dict | None = None):
         self.path, self.features, self.attrs = (Path(path) if path else None), features, attrs or {}
