@@ -230,3 +230,14 @@ def test_tokenizer_checksum_mismatch_writes_nothing(inputs, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "sha256" in err and str(inputs["checkpoint"]) in err
     assert not (tmp_path / "out").exists()
+
+
+def test_bed_filter_keeps_only_overlapping_variants(inputs, unsharded, tmp_path):
+    bed = tmp_path / "keep.bed"
+    bed.write_text("chr1\t145\t201\n")  # 0-based: covers POS 150 (ins) and POS 200 (del)
+    out = tmp_path / "bed.tsv"
+    assert cli.main(command(inputs, out, "--bed", str(bed))) == 0
+    table, whole = read_tsv(out), read_tsv(unsharded[0])
+    assert table["ID"].tolist() == ["ins", "del"] and table["record_index"].tolist() == [0, 1]
+    kept = whole.set_index("ID").loc[["ins", "del"]]
+    np.testing.assert_allclose(table["max_abs_diff"], kept["max_abs_diff"], rtol=1e-5)
