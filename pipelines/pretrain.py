@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +249,43 @@ def train_step(engine, batches, accumulation: int, sums, step: int, device) -> A
     return position
 
 
+def train_loop(engine, batches, train: PretrainTrain, ctx, step: int, job, out_dir: Path, data_seed: int) -> dict:
+    """Optimizer steps from `step` to `train.steps`: metrics every log_every, checkpoints every
+    checkpoint_every (and at the end). Returns the last metrics record."""
+    from genomics_bigbird.train import engine as ds
+    from genomics_bigbird.train.loop import MetricSums
+
+    checkpoints = out_dir / "checkpoints"
+    accumulation = engine.gradient_accumulation_steps()
+    metrics = MetricsWriter(out_dir, step, enabled=ctx.is_main)
+    sums, record = MetricSums(), {}
+    bar = job.progress(total=train.steps, desc="pretrain", unit="step")
+    bar.n = bar.last_print_n = step  # a resumed run starts its bar where it left off
+    tick = time.perf_counter()
+    try:
+        while step < train.steps:
+            lr = ds.current_lr(engine)
+            position = train_step(engine, batches, accumulation, sums, step + 1, ctx.device)
+            step += 1
+            last = step == train.steps
+            if step % train.log_every == 0 or last:
+                now = time.perf_counter()
+                record = summarize(sums.reduce(ctx.device), lr, now - tick, step, position.epoch)
+                tick = now
+                metrics.write(record)
+                bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+            if step % train.checkpoint_every == 0 or last:
+                ds.save_training_checkpoint(engine, checkpoints, f"step{step}", {
+                    "step": step, "epoch": position.epoch, "batches_done": position.batches_done,
+                    "world_size": ctx.world_size, "data_seed": data_seed})
+                ds.prune_checkpoints(checkpoints, train.keep_checkpoints)
+            bar.update(1)
+    finally:
+        bar.close()
+        metrics.close()
+    return record
+
+
 def main(config: PretrainConfig, quiet: bool = False) -> dict[str, Any]:
     """Pretrain; return the outputs (paths, last metrics). Every rank calls this."""
     import torch
@@ -257,7 +295,7 @@ def main(config: PretrainConfig, quiet: bool = False) -> dict[str, Any]:
     from genomics_bigbird.model import build_pretraining_model, save_checkpoint
     from genomics_bigbird.tokenizer import DNATokenizer
     from genomics_bigbird.train import engine as ds
-    from genomics_bigbird.train.loop import DataPosition, MetricSums, micro_batches
+    from genomics_bigbird.train.loop import DataPosition, micro_batches
     from pipelines.job import Job
 
     train = config.train
@@ -288,7 +326,8 @@ def main(config: PretrainConfig, quiet: bool = False) -> dict[str, Any]:
     resolved["resolved"] = {"world_size": ctx.world_size, "gradient_accumulation_steps": accumulation,
                             "precision": precision, "deepspeed": ds_config}
 
-    job = (Job("pretrain", out_dir, inputs=[tokenizer_path], config=resolved, seed=config.data.seed, quiet=quiet)
+    inputs = [tokenizer_path, resolve_path(config.data.shards) / "shards.json"]
+    job = (Job("pretrain", out_dir, inputs=inputs, config=resolved, seed=config.data.seed, quiet=quiet)
            if ctx.is_main else _RankLog(ctx.rank))
     with job:
         if ctx.is_main:
@@ -311,36 +350,11 @@ def main(config: PretrainConfig, quiet: bool = False) -> dict[str, Any]:
                      len(dataset), ctx.world_size, train.micro_batch_size, accumulation,
                      train.global_batch_size, precision, ctx.device)
 
-        collate = lambda items: collate_pretraining(items, tokenizer.pad_id,  # noqa: E731
-                                                    pad_to_multiple_of=model_config.block_size)
+        collate = partial(collate_pretraining, pad_id=tokenizer.pad_id, pad_to_multiple_of=model_config.block_size)
         batches = micro_batches(dataset, collate, train.micro_batch_size, seed=config.data.seed, rank=ctx.rank,
                                 world_size=ctx.world_size, start=position, num_workers=config.data.num_workers)
-        metrics = MetricsWriter(out_dir, step, enabled=ctx.is_main)
-        sums, record = MetricSums(), {}
-        bar = job.progress(total=train.steps, desc="pretrain", unit="step")
-        bar.n = bar.last_print_n = step  # a resumed run starts its bar where it left off
-        tick = time.perf_counter()
-        try:
-            while step < train.steps:
-                lr = ds.current_lr(engine)
-                position = train_step(engine, batches, accumulation, sums, step + 1, ctx.device)
-                step += 1
-                last = step == train.steps
-                if step % train.log_every == 0 or last:
-                    now = time.perf_counter()
-                    record = summarize(sums.reduce(ctx.device), lr, now - tick, step, position.epoch)
-                    tick = now
-                    metrics.write(record)
-                    bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
-                if step % train.checkpoint_every == 0 or last:
-                    ds.save_training_checkpoint(engine, checkpoints, f"step{step}", {
-                        "step": step, "epoch": position.epoch, "batches_done": position.batches_done,
-                        "world_size": ctx.world_size, "data_seed": config.data.seed})
-                    ds.prune_checkpoints(checkpoints, train.keep_checkpoints)
-                bar.update(1)
-        finally:
-            bar.close()
-            metrics.close()
+        record = train_loop(engine, batches, train, ctx, step, job, out_dir, config.data.seed)
+        step = train.steps
 
         def write_final(state_dict, directory):
             final_model = build_pretraining_model(model_config)
