@@ -14,15 +14,7 @@ H100 for the base config.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# benchmarks/tokenize.py shadows the standard library's `tokenize` (imported by dataclasses, numpy,
-# torch) when a script in this directory runs: drop the script's directory from the import path.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
-
-import argparse  # noqa: E402 (after the import-path fix above)
+import argparse
 import dataclasses
 import gc
 import json

@@ -5,18 +5,10 @@ Builds the F.1 corpus of the simulated genome, trains a BPE on it, then times:
   (1 thread), against the baseline of raw sentencepiece `encode` on the already-normalized windows;
 - `PretrainingDataset.__getitem__` at max_length 4096, shards read lazily from HDF5 and in memory.
 
-    python benchmarks/tokenize.py --out tokenize.json
-    python benchmarks/tokenize.py --quick          # smaller genome and vocabulary: checks the script
+    python benchmarks/tokenize_throughput.py --out tokenize.json
+    python benchmarks/tokenize_throughput.py --quick          # smaller genome and vocabulary: checks the script
 """
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# This file's name shadows the standard library's `tokenize` (which numpy and torch import) when
-# run as a script; drop the script's directory from the import path before importing anything else.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
 
 import argparse
 import json

@@ -8,9 +8,6 @@ Combiner-Axial and the dense SDPA baseline, plus HF `BigBirdForMaskedLM` (block_
     python -m benchmarks.train_step --variants bigbird-128,dense-sdpa --shapes 65536x1
     python -m benchmarks.train_step --quick                               # CPU: tiny config, checks the script
 
-(Run it as a module from the repository root: `python benchmarks/train_step.py` puts benchmarks/ first
-on sys.path, where benchmarks/tokenize.py shadows the standard library's tokenize.)
-
 One step = forward (bf16 autocast on CUDA), MLM loss at the masked positions + NSP loss, backward,
 AdamW step. The batch is fixed across steps (15% of tokens masked), so compiled graphs do not
 recompile. Peak memory is measured over the timed steps (weights, AdamW state and activations).

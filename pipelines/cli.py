@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     prog = "gbb " + " ".join(match)
     parser = argparse.ArgumentParser(prog=prog, description=help_text)
     module.add_arguments(parser, match)
-    args = parser.parse_args(argv[len(match):])
+    args = parser.parse_intermixed_args(argv[len(match):])
     args.command = match
     try:
         return int(module.run(args) or 0)
