@@ -22,9 +22,11 @@ import logging
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 import time
 import traceback
+from pathlib import Path
 
 import numpy as np
 import torch
