@@ -117,6 +117,18 @@ def test_loss_falls_and_resume_repeats_the_uninterrupted_run(corpus, tmp_path):
         main(tiny_config(corpus, resumed, steps=24), quiet=True)
 
 
+def test_zero3_trains_and_exports_like_unsharded_training(corpus, tmp_path):
+    runs = {}
+    for stage in (0, 3):
+        main(tiny_config(corpus, tmp_path / f"zero{stage}", steps=4, checkpoint_every=4, zero_stage=stage), quiet=True)
+        runs[stage] = ([r["mlm_loss"] for r in read_metrics(tmp_path / f"zero{stage}")],
+                       load_checkpoint(tmp_path / f"zero{stage}" / "final")[0])
+    assert runs[3][0] == pytest.approx(runs[0][0], rel=1e-5)
+    assert set(runs[3][1]) == set(runs[0][1])
+    for name, value in runs[0][1].items():
+        torch.testing.assert_close(runs[3][1][name], value, rtol=1e-4, atol=1e-5)
+
+
 def test_wrong_vocabulary_is_a_one_line_error(corpus, tmp_path, capsys):
     overrides = tiny_overrides(corpus, tmp_path / "out")
     overrides[0] = f"model.vocab_size={corpus['vocab'] + 1}"
