@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from types import ModuleType
 from typing import Sequence
 
 from genomics_bigbird import __version__
@@ -51,28 +52,41 @@ def _top_level_help(commands) -> str:
     return "\n".join(lines)
 
 
+def parse(argv: Sequence[str]) -> tuple[ModuleType, argparse.Namespace]:
+    """The pipeline module of the command `argv` names and its parsed options (`args.command`: the words).
+
+    An unknown command is an InputError; bad options exit through argparse (status 2), as in `gbb`.
+    """
+    argv = list(argv)
+    commands = _available()
+    match = max((w for w in commands if tuple(argv[: len(w)]) == w), key=len, default=None)
+    if match is None:
+        known = ", ".join(" ".join(w) for w in commands)
+        raise InputError(f"unknown command {' '.join(argv[:2])!r}; commands: {known}")
+    module_name, help_text = commands[match]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog="gbb " + " ".join(match), description=help_text)
+    module.add_arguments(parser, match)
+    args = parser.parse_intermixed_args(argv[len(match):])
+    args.command = match
+    return module, args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `gbb` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = _available()
     if not argv or argv[0] in ("-h", "--help"):
-        print(_top_level_help(commands))
+        print(_top_level_help(_available()))
         return 0
     if argv[0] == "--version":
         print(f"gbb {__version__}")
         return 0
-    match = max((w for w in commands if tuple(argv[: len(w)]) == w), key=len, default=None)
-    if match is None:
-        known = ", ".join(" ".join(w) for w in commands)
-        print(f"gbb: error: unknown command {' '.join(argv[:2])!r}; commands: {known}", file=sys.stderr)
+    try:
+        module, args = parse(argv)
+    except InputError as err:
+        print(f"gbb: error: {err}", file=sys.stderr)
         return 2
-    module_name, help_text = commands[match]
-    module = importlib.import_module(module_name)
-    prog = "gbb " + " ".join(match)
-    parser = argparse.ArgumentParser(prog=prog, description=help_text)
-    module.add_arguments(parser, match)
-    args = parser.parse_intermixed_args(argv[len(match):])
-    args.command = match
+    prog = "gbb " + " ".join(args.command)
     try:
         return int(module.run(args) or 0)
     except (InputError, TrainingError) as err:

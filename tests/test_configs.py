@@ -56,3 +56,21 @@ def test_model_configs_have_the_documented_sizes():
     tiny = load_config(EncoderConfig, CONFIGS / "model" / "tiny.yaml")
     assert tiny.num_layers * tiny.hidden_size < base.num_layers * base.hidden_size / 10
     assert tiny.max_position % tiny.block_size == 0
+
+
+def test_unknown_keys_are_refused_by_name(tmp_path):
+    """A misspelt key in a file or an override is an error naming it, never silently ignored."""
+    from genomics_bigbird.errors import InputError
+    from pipelines.finetune import FinetuneConfig
+
+    finetune = CONFIGS / "finetune" / "tiny_promoter.yaml"
+    for overrides, named in [(["data.dir=out/promoter"], "'dir'"), (["pretrain=out/pretrain/final"], "'pretrain'"),
+                             (["train.step=10"], "'step'"), (["model.pretrained=x"], "model is not a section")]:
+        with pytest.raises(InputError, match=named):
+            load_config(FinetuneConfig, finetune, overrides)
+    with pytest.raises(InputError, match="'upstream'"):  # a prepare config is no fine-tuning config
+        load_config(FinetuneConfig, CONFIGS / "tasks" / "promoter.yaml")
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("data:\n  path: x.h5\n  shuffle: true\n")
+    with pytest.raises(InputError, match=r"data: unknown key\(s\) \['shuffle'\]"):
+        load_config(FinetuneConfig, nested)

@@ -17,6 +17,21 @@ def test_unknown_command_is_one_line_error(capsys):
     assert len(err) == 1 and "unknown command" in err[0]
 
 
+def test_parse_returns_the_module_and_its_options_without_running():
+    import pytest
+
+    from genomics_bigbird.errors import InputError
+
+    module, args = cli.parse(["finetune", "chromatin", "train.steps=3", "--data", "c.h5", "--quiet"])
+    assert module.__name__ == "pipelines.finetune"
+    assert args.command == ("finetune", "chromatin")
+    assert (args.data, args.overrides, args.quiet) == ("c.h5", ["train.steps=3"], True)
+    with pytest.raises(InputError, match="unknown command 'frobnicate'"):
+        cli.parse(["frobnicate"])
+    with pytest.raises(SystemExit):
+        cli.parse(["evaluate", "--checkpoint", "best"])  # --data, --tokenizer, --out are required
+
+
 def test_every_available_command_has_help():
     for words in cli._available():
         proc = subprocess.run([sys.executable, "-m", "pipelines.cli", *words, "--help"],
