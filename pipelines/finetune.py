@@ -23,8 +23,8 @@ from typing import Any
 
 from genomics_bigbird.errors import InputError
 from pipelines.config import from_dict, load_config, save_config, to_dict
-from pipelines.pretrain import (
-    MetricsWriter, _RankLog, check_compatible, deepspeed_extra, resolve_model_config, resolve_path)
+from pipelines.job import Job, MetricsWriter, RankLog
+from pipelines.pretrain import check_compatible, deepspeed_extra, resolve_model_config, resolve_path
 
 TASKS = ("promoter", "chromatin")
 NAN_HINT = ("lower train.lr, raise train.warmup_steps, lower train.pos_weight, keep train.gradient_clipping "
@@ -164,21 +164,6 @@ def total_steps(train: FinetuneTrain, num_train: int) -> int:
     return steps_for_epochs(train.epochs, num_train, train.global_batch_size)
 
 
-class FinetuneMetrics(MetricsWriter):
-    """metrics.jsonl + TensorBoard (tags finetune/*); training and valid records share the file."""
-
-    def write(self, record: dict) -> None:
-        import json
-
-        if not self.enabled:
-            return
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        for name, value in record.items():
-            if name not in ("step", "epoch") and isinstance(value, (int, float)) and not math.isnan(value):
-                self.tensorboard.add_scalar(f"finetune/{name}", value, record["step"])
-
-
 def summarize(totals: dict[str, float], lr: float, seconds: float, step: int, epoch: int) -> dict:
     """One training record from summed micro-batch values (all ranks)."""
     return {"step": step, "epoch": epoch, "loss": totals["loss"] / max(totals["micro_batches"], 1.0), "lr": lr,
@@ -222,7 +207,6 @@ def main(config: FinetuneConfig, quiet: bool = False) -> dict[str, Any]:
     from genomics_bigbird.train import engine as ds
     from genomics_bigbird.train.finetune import DEFAULT_POS_WEIGHT, StrandAugmented, classification_step
     from genomics_bigbird.train.loop import MetricSums, micro_batches
-    from pipelines.job import Job
 
     log = logging.getLogger("gbb.finetune")
     task, train = config.task, config.train
@@ -270,7 +254,7 @@ def main(config: FinetuneConfig, quiet: bool = False) -> dict[str, Any]:
                "deepspeed": ds_config, "epochs": steps * train.global_batch_size / num_train}
     inputs = [data_path, tokenizer_path] + ([pretrained_path / "model.safetensors"] if pretrained_path else [])
     job = (Job("finetune", out_dir, inputs=inputs, config={**resolved, "resolved": details}, seed=train.seed,
-               quiet=quiet) if ctx.is_main else _RankLog(ctx.rank))
+               quiet=quiet) if ctx.is_main else RankLog(ctx.rank, "finetune"))
     with job:
         if ctx.is_main:
             save_config(from_dict(FinetuneConfig, resolved), out_dir / "config.yaml")
@@ -311,7 +295,7 @@ def main(config: FinetuneConfig, quiet: bool = False) -> dict[str, Any]:
             save_checkpoint(directory, best_model, model_config=model_config.to_dict(), task=task,
                             tokenizer_sha256=tokenizer.sha256, extra={**extra, "step": step, "valid": valid})
 
-        metrics = FinetuneMetrics(out_dir, 0, enabled=ctx.is_main)
+        metrics = MetricsWriter(out_dir, 0, enabled=ctx.is_main, prefix="finetune")
         sums, record, best = MetricSums(), {}, {"step": None, "valid_auroc": -math.inf}
         bar = job.progress(total=steps, desc=f"finetune {task}", unit="step")
         tick, step, position = time.perf_counter(), 0, None

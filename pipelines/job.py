@@ -1,7 +1,9 @@
 """What every pipeline run shares: an output directory, a log file, progress bars, a manifest."""
 from __future__ import annotations
 
+import json
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -9,6 +11,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from tqdm import tqdm
 
+from genomics_bigbird.atomic import atomic_write
 from genomics_bigbird.manifest import write_manifest
 
 _CAPTURED = ("gbb", "genomics_bigbird")
@@ -79,3 +82,56 @@ class Job:
         """A progress bar (rate and ETA) on stderr; silent when quiet or not a terminal in tests."""
         return tqdm(iterable, total=total, desc=desc, unit=unit, unit_scale=unit_scale,
                     disable=self.quiet, dynamic_ncols=True, mininterval=0.5, file=sys.stderr)
+
+
+class RankLog:
+    """What a non-zero rank uses instead of a Job: a logger, a silent progress bar, no files."""
+
+    def __init__(self, rank: int, name: str):
+        self.log = logging.getLogger(f"gbb.{name}.rank{rank}")
+        self.outputs: dict[str, Any] = {}
+
+    def __enter__(self) -> "RankLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def progress(self, iterable: Iterable | None = None, *, total: int | float | None = None, **_) -> Iterator:
+        return tqdm(iterable, total=total, disable=True)
+
+
+class MetricsWriter:
+    """metrics.jsonl + TensorBoard (tags `<prefix>/<name>`) on rank 0.
+
+    A resumed run first drops the records logged after its checkpoint (`start_step`).
+    """
+
+    def __init__(self, out_dir: Path, start_step: int, enabled: bool, prefix: str):
+        self.enabled, self.prefix = enabled, prefix
+        self.path = Path(out_dir) / "metrics.jsonl"
+        self.tensorboard = None
+        if not enabled:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        kept = []
+        if self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= start_step]
+        with atomic_write(self.path) as handle:
+            handle.writelines(line + "\n" for line in kept)
+        self.tensorboard = SummaryWriter(str(Path(out_dir) / "tensorboard"), purge_step=start_step + 1)
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        for name, value in record.items():
+            if name not in ("step", "epoch") and isinstance(value, (int, float)) and math.isfinite(value):
+                self.tensorboard.add_scalar(f"{self.prefix}/{name}", value, record["step"])
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()

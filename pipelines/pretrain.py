@@ -10,7 +10,6 @@ for fine-tuning), pretrain.log and manifest.json.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 
 from genomics_bigbird.errors import InputError
 from pipelines.config import from_dict, load_config, save_config, to_dict
+from pipelines.job import Job, MetricsWriter, RankLog
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 NAN_HINT = ("lower train.lr, raise train.warmup_steps, keep train.gradient_clipping at 1.0, or use "
@@ -152,59 +152,6 @@ def check_train(train: PretrainTrain) -> None:
         raise InputError(f"train.lr must be positive, got {train.lr}")
 
 
-class _RankLog:
-    """What a non-zero rank uses instead of a Job: a logger, a silent progress bar, no files."""
-
-    def __init__(self, rank: int):
-        self.log = logging.getLogger(f"gbb.pretrain.rank{rank}")
-        self.outputs: dict[str, Any] = {}
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-    def progress(self, iterable=None, **kwargs):
-        from tqdm import tqdm
-
-        return tqdm(iterable, disable=True, **{k: v for k, v in kwargs.items() if k == "total"})
-
-
-class MetricsWriter:
-    """metrics.jsonl + TensorBoard on rank 0; a resumed run first drops records after its checkpoint."""
-
-    def __init__(self, out_dir: Path, start_step: int, enabled: bool):
-        self.enabled = enabled
-        self.path = out_dir / "metrics.jsonl"
-        self.tensorboard = None
-        if not enabled:
-            return
-        from genomics_bigbird.atomic import atomic_write
-        from torch.utils.tensorboard import SummaryWriter
-
-        kept = []
-        if self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= start_step]
-        with atomic_write(self.path) as handle:
-            handle.writelines(line + "\n" for line in kept)
-        self.tensorboard = SummaryWriter(str(out_dir / "tensorboard"), purge_step=start_step + 1)
-
-    def write(self, record: dict) -> None:
-        if not self.enabled:
-            return
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        for name, value in record.items():
-            if name not in ("step", "epoch"):
-                self.tensorboard.add_scalar(f"pretrain/{name}", value, record["step"])
-
-    def close(self) -> None:
-        if self.tensorboard is not None:
-            self.tensorboard.close()
-
-
 def summarize(totals: dict[str, float], lr: float, seconds: float, step: int, epoch: int) -> dict:
     """One metrics record from summed micro-batch values (all ranks)."""
     batches = max(totals.get("micro_batches", 0.0), 1.0)
@@ -257,7 +204,7 @@ def train_loop(engine, batches, train: PretrainTrain, ctx, step: int, job, out_d
 
     checkpoints = out_dir / "checkpoints"
     accumulation = engine.gradient_accumulation_steps()
-    metrics = MetricsWriter(out_dir, step, enabled=ctx.is_main)
+    metrics = MetricsWriter(out_dir, step, enabled=ctx.is_main, prefix="pretrain")
     sums, record = MetricSums(), {}
     bar = job.progress(total=train.steps, desc="pretrain", unit="step")
     bar.n = bar.last_print_n = step  # a resumed run starts its bar where it left off
@@ -296,7 +243,6 @@ def main(config: PretrainConfig, quiet: bool = False) -> dict[str, Any]:
     from genomics_bigbird.tokenizer import DNATokenizer
     from genomics_bigbird.train import engine as ds
     from genomics_bigbird.train.loop import DataPosition, micro_batches
-    from pipelines.job import Job
 
     train = config.train
     check_train(train)
@@ -328,7 +274,7 @@ def main(config: PretrainConfig, quiet: bool = False) -> dict[str, Any]:
 
     inputs = [tokenizer_path, resolve_path(config.data.shards) / "shards.json"]
     job = (Job("pretrain", out_dir, inputs=inputs, config=resolved, seed=config.data.seed, quiet=quiet)
-           if ctx.is_main else _RankLog(ctx.rank))
+           if ctx.is_main else RankLog(ctx.rank, "pretrain"))
     with job:
         if ctx.is_main:
             save_config(from_dict(PretrainConfig, {k: v for k, v in resolved.items() if k != "resolved"}),

@@ -23,15 +23,6 @@ class Regressor(torch.nn.Module):
         return self.out(self.dropout(torch.relu(self.norm(self.hidden(x)))))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine a second OpenMP thread only spins and waits."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 X = torch.randn(64, 4, generator=torch.Generator().manual_seed(1))
 Y = X.sum(dim=1, keepdim=True)
 

@@ -25,15 +25,6 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "pretrain" / "tiny.yaml"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine a second OpenMP thread only spins and waits."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory):
     """Shards and tokenizer of a 2-contig genome whose sequence repeats 12-mers (learnable by MLM)."""
