@@ -14,8 +14,10 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import sentencepiece as spm

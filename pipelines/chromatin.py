@@ -16,8 +16,6 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from genomics_bigbird.data.chromatin import (
     BIN_SIZE, ChromatinSplit, candidate_bins, peak_files, peak_labels, read_bins, read_feature_table, read_label_matrix,
     read_peaks_dir, write_bin_windows)

@@ -130,7 +130,6 @@ def write_predictions(out_dir: Path, task: str, labeled, split: str, rows: np.nd
                       predictions: dict) -> list[Path]:
     """predictions.h5 (every model x strand, rows x features) and, for promoters, predictions.tsv."""
     import h5py
-    import pandas as pd
 
     from genomics_bigbird.atomic import atomic_path
 

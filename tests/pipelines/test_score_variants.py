@@ -1,6 +1,5 @@
 """`gbb score-variants` on a hand-made FASTA + VCF, checked against the model run by hand on sliced windows."""
 import json
-import math
 import random
 
 import h5py
