@@ -269,6 +269,14 @@ class LabeledWindows:
         return f"LabeledWindows({str(self.path)!r}, task={self.task!r}, window={self.window}, {counts})"
 
 
+def middle_tokens(tokens: Sequence[int], keep: int) -> Sequence[int]:
+    """The middle `keep` tokens of a window too long for the model: the labeled center stays in view."""
+    if len(tokens) <= keep:
+        return tokens
+    first = (len(tokens) - keep) // 2
+    return tokens[first:first + keep]
+
+
 class TokenizedWindows(Dataset):
     """One split of a labeled data set as token ids: `[CLS] tokens [SEP]`, with float labels.
 
@@ -297,10 +305,8 @@ class TokenizedWindows(Dataset):
         if self.reverse_complement:
             sequence = reverse_complement(sequence)
         tokens = list(self.tokenizer.encode(sequence))
-        if self.max_length is not None and len(tokens) > self.max_length - 2:
-            keep = self.max_length - 2
-            first = (len(tokens) - keep) // 2
-            tokens = tokens[first:first + keep]
+        if self.max_length is not None:
+            tokens = middle_tokens(tokens, self.max_length - 2)
         ids = torch.tensor([self.tokenizer.cls_id, *tokens, self.tokenizer.sep_id], dtype=torch.long)
         return {
             "input_ids": ids,                                        # (length,)

@@ -12,6 +12,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
+from genomics_bigbird.data.labeled import middle_tokens
 from genomics_bigbird.genome.sequence import reverse_complement
 
 
@@ -45,12 +46,13 @@ def evaluation_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
 
 
 def tokenize_windows(tokenizer, sequences: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
-    """Encode sequences as `[CLS] tokens [SEP]`, right-padded to the longest (or truncated to max_length)."""
+    """Encode sequences as `[CLS] tokens [SEP]`, right-padded to the longest; a window longer than
+    `max_length` keeps its middle tokens, as in training (`TokenizedWindows`)."""
     encoded = tokenizer.encode_batch(list(sequences))
     rows = []
     for ids in encoded:
-        if max_length is not None and len(ids) + 2 > max_length:
-            ids = ids[: max_length - 2]
+        if max_length is not None:
+            ids = middle_tokens(list(ids), max_length - 2)
         rows.append([tokenizer.cls_id, *ids, tokenizer.sep_id])
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), tokenizer.pad_id, dtype=torch.long)
