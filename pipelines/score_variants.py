@@ -34,9 +34,9 @@ import torch
 
 from genomics_bigbird.atomic import atomic_path, atomic_write
 from genomics_bigbird.errors import InputError
+from genomics_bigbird.evaluate.classifier import load_classifier
 from genomics_bigbird.genome.reference import ReferenceGenome
 from genomics_bigbird.genome.variants import VariantSource
-from genomics_bigbird.model import EncoderConfig, build_classifier, load_checkpoint
 from genomics_bigbird.model.checkpoint import META_NAME, WEIGHTS_NAME
 from genomics_bigbird.score.variants import ScoredBatch, score_variants
 from genomics_bigbird.tokenizer import DNATokenizer
@@ -104,27 +104,14 @@ def parse_shard(text: str) -> tuple[int, int]:
     return index, count
 
 
-def load_classifier(checkpoint: Path, tokenizer: DNATokenizer) -> tuple[torch.nn.Module, list[str], dict]:
-    """Rebuild a fine-tuned classifier; refuse a checkpoint trained with another tokenizer."""
-    try:
-        state_dict, meta = load_checkpoint(checkpoint)
-    except (FileNotFoundError, ValueError) as err:
-        raise InputError(str(err).replace("\n", " ")) from None
-    if meta.get("tokenizer_sha256") != tokenizer.sha256:
-        raise InputError(f"the checkpoint was trained with the tokenizer of sha256 {meta.get('tokenizer_sha256')}, "
-                         f"but {tokenizer.path} has sha256 {tokenizer.sha256}: give --tokenizer the model the "
-                         f"checkpoint was trained with", checkpoint)
-    head = state_dict.get("head.classifier.weight")
-    if head is None:
-        raise InputError(f"not a fine-tuned classifier checkpoint (task {meta.get('task')!r}, no classification "
-                         f"head): score variants with a `gbb finetune` checkpoint", checkpoint)
-    num_labels = head.shape[0]
+def load_scoring_model(checkpoint: Path, tokenizer: DNATokenizer) -> tuple[torch.nn.Module, list[str], dict]:
+    """(classifier, feature names, metadata) of a fine-tuned checkpoint trained with `tokenizer`."""
+    model, meta = load_classifier(checkpoint, tokenizer.sha256, tokenizer.path)
+    num_labels = model.head.classifier.weight.shape[0]
     names = meta.get("extra", {}).get("feature_names") or (
         [meta["task"]] if num_labels == 1 and meta.get("task") else [f"feature_{i}" for i in range(num_labels)])
     if len(names) != num_labels:
         raise InputError(f"checkpoint lists {len(names)} feature names for {num_labels} outputs", checkpoint)
-    model = build_classifier(EncoderConfig.from_dict(meta["model_config"]), num_labels)
-    model.load_state_dict(state_dict, strict=True)
     return model, list(names), meta
 
 
@@ -140,7 +127,7 @@ def main(vcf: Path, fasta: Path, checkpoint: Path, tokenizer: Path, out: Path, *
     if width < 1 or batch_size < 1:
         raise InputError(f"--width and --batch-size must be positive, got {width} and {batch_size}")
     tok = DNATokenizer.load(tokenizer)
-    model, features, meta = load_classifier(checkpoint, tok)  # before any output: a mismatch writes nothing
+    model, features, meta = load_scoring_model(checkpoint, tok)  # before any output: a mismatch writes nothing
     genome = ReferenceGenome(fasta)
     source = VariantSource(vcf, genome, width, region=region, bed=bed, rank=shard[0], world_size=shard[1])
     inputs = [vcf, fasta, tokenizer, checkpoint / META_NAME, checkpoint / WEIGHTS_NAME] + ([bed] if bed else [])
