@@ -53,3 +53,10 @@ def test_model_ensemble_averages():
     mixed = ensemble_models([one, two])
     assert mixed.forward[0, 0] == pytest.approx(sigmoid(0.75) / 2)
     assert mixed.reverse[0, 0] == pytest.approx(0.5)
+
+
+def test_a_too_long_window_keeps_its_middle_tokens():
+    # 10 bases, room for 4 (max_length 6 with [CLS]/[SEP]): the model sees the middle "AAAA" only
+    preds = predict_sequences(BaseCounter(), CharTokenizer(), ["TTTAAAATTT"], max_length=6)
+    assert preds.forward[0, 0] == pytest.approx(sigmoid(2.0))
+    assert preds.reverse[0, 0] == pytest.approx(sigmoid(-1.0))  # AAATTTTAAA -> middle TTTT
