@@ -3,7 +3,7 @@
 Generates a random genome of a few Mbp (soft-masked stretches and Ns included), draws random
 8 kbp windows on both strands, and prints JSON. The baseline is the bare htslib fetch of the same
 intervals in the same run (no normalization, no reverse complement, no padding), so the ratio is
-our overhead. One core: `python benchmarks/windows.py [--n 20000 --width 8000 --genome-mbp 4]`.
+our overhead. One core: `taskset -c 0 python benchmarks/windows.py [--n 20000 --width 8000 --genome-mbp 4] [--out windows.json]`.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pysam
 
+from genomics_bigbird.atomic import atomic_write
 from genomics_bigbird.genome.intervals import BedRecord
 from genomics_bigbird.genome.reference import ReferenceGenome
 from genomics_bigbird.genome.windows import extract_windows
@@ -80,6 +81,7 @@ def main() -> None:
     parser.add_argument("--contigs", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -115,7 +117,11 @@ def main() -> None:
         "figures": figures,
         "bgzip_slowdown": round(figures["extract_windows_plain_per_s"] / figures["extract_windows_bgzip_per_s"], 1),
     }
-    print(json.dumps(report, indent=2))
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        with atomic_write(args.out) as handle:
+            handle.write(text + "\n")
 
 
 if __name__ == "__main__":
