@@ -215,7 +215,7 @@ def main(config: EvaluateConfig, quiet: bool = False) -> dict[str, Any]:
                 model.to(device), labeled, tokenizer, config.split, batch_size=config.batch_size, device=device,
                 max_length=max_length, pad_to_multiple_of=meta["model_config"]["block_size"],
                 progress=lambda it, total, desc, name=name: job.progress(it, total=total, desc=f"{name} {desc}",
-                                                                          unit="batch"))
+                                                                          unit="window"))
             model.cpu()
         if len(by_model) > 1:
             by_model[ENSEMBLE] = ensemble_models(list(by_model.values()))

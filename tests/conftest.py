@@ -1,4 +1,4 @@
-"""Shared fixtures: the simulated genome every layer's tests run on."""
+"""Shared fixtures: the simulated genome every layer's tests run on, and a tiny BigBird classifier."""
 import pytest
 
 from genomics_bigbird.genome.simulate import SimulatedGenome, simulate
@@ -23,3 +23,22 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def tiny_bigbird():
+    """A 3-label BigBird classifier in train mode: vocab 40 (pad 0), 8-token blocks, at most 128 tokens.
+
+    One global, three window and one random block: an input of more than 5 blocks is sparse, and
+    its random blocks (drawn per block count) make its answer depend on how far it is padded.
+    """
+    import torch
+
+    from genomics_bigbird.model import EncoderConfig, build_classifier
+
+    config = EncoderConfig(vocab_size=40, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+                           max_position=128, attention="bigbird", block_size=8, num_global_blocks=1,
+                           window_blocks=3, num_random_blocks=1, attention_backend="gather", pad_id=0,
+                           initializer_range=0.2)  # larger weights than the default, so padding effects show
+    torch.manual_seed(0)
+    return build_classifier(config, 3)

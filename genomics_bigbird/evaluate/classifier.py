@@ -5,19 +5,18 @@ Shared by `gbb finetune` (validation during training) and `gbb evaluate`.
 from __future__ import annotations
 
 import os
-from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-from genomics_bigbird.data.labeled import LabeledWindows, TokenizedWindows, collate_windows
+from genomics_bigbird.data.labeled import LabeledWindows, TokenizedWindows
 from genomics_bigbird.errors import InputError
-from genomics_bigbird.evaluate.ensemble import StrandPredictions, predict_batches
+from genomics_bigbird.evaluate.ensemble import StrandPredictions
 from genomics_bigbird.evaluate.metrics import binary_metrics, multilabel_metrics
-from genomics_bigbird.model import EncoderConfig, SequenceClassifier, build_classifier, load_checkpoint
+from genomics_bigbird.model import (
+    EncoderConfig, SequenceClassifier, build_classifier, collect_predictions, load_checkpoint, predict_rows)
 
 BINARY_TASKS = ("promoter",)  # one label, reported with thresholded metrics; other tasks are multi-label
 
@@ -57,38 +56,33 @@ def check_tokenizer(meta: dict, checkpoint: str | os.PathLike, tokenizer_sha256:
                      f"would not match. Pass the tokenizer the checkpoint was trained with{hint}")
 
 
-def split_loader(labeled: LabeledWindows, tokenizer, split: str | None, *, reverse_complement: bool = False,
-                 batch_size: int = 8, max_length: int | None = None, pad_to_multiple_of: int | None = None,
-                 num_workers: int = 0) -> DataLoader:
-    """Batches of one split in file order (input_ids, attention_mask, labels, index), on one strand."""
-    dataset = TokenizedWindows(labeled, tokenizer, split, reverse_complement=reverse_complement,
-                               max_length=max_length)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                      collate_fn=partial(collate_windows, pad_id=tokenizer.pad_id,
-                                         pad_to_multiple_of=pad_to_multiple_of))
-
-
 def _identity(iterable: Iterable, **_: Any) -> Iterable:
     return iterable
 
 
 def predict_split(model: torch.nn.Module, labeled: LabeledWindows, tokenizer, split: str | None, *,
                   batch_size: int = 8, device: str | torch.device = "cpu", max_length: int | None = None,
-                  pad_to_multiple_of: int | None = None, strands: Sequence[str] = ("forward", "reverse"),
+                  pad_to_multiple_of: int = 64, strands: Sequence[str] = ("forward", "reverse"),
                   progress: Callable[..., Iterable] = _identity) -> StrandPredictions:
     """Probabilities (n, features) of a split's windows and of their reverse complements (tokenized separately).
 
+    Each window is padded to its own length rounded up to `pad_to_multiple_of` (pass the model's
+    block size), so its prediction does not depend on `batch_size` (`genomics_bigbird.model.predict_rows`).
     `strands=("forward",)` skips the reverse strand (its array is then empty). `progress(iterable,
-    total=, desc=)` may wrap the batches in a progress bar.
+    total=, desc=)` may wrap the windows in a progress bar.
     """
     out = {}
     for strand in ("forward", "reverse"):
         if strand not in strands:
             out[strand] = np.zeros((0, 0), dtype=np.float32)
             continue
-        loader = split_loader(labeled, tokenizer, split, reverse_complement=strand == "reverse",
-                              batch_size=batch_size, max_length=max_length, pad_to_multiple_of=pad_to_multiple_of)
-        out[strand] = predict_batches(model, progress(loader, total=len(loader), desc=f"{strand} strand"), device)
+        windows = TokenizedWindows(labeled, tokenizer, split, reverse_complement=strand == "reverse",
+                                   max_length=max_length)
+        rows = ((position, windows[position]["input_ids"]) for position in range(len(windows)))
+        batches = predict_rows(model, progress(rows, total=len(windows), desc=f"{strand} strand"),
+                               pad_id=tokenizer.pad_id, batch_size=batch_size, device=device,
+                               length_multiple=pad_to_multiple_of, max_tokens=max_length)
+        out[strand] = collect_predictions(batches, len(windows))
     return StrandPredictions(forward=out["forward"], reverse=out["reverse"])
 
 

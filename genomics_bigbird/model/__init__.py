@@ -5,7 +5,8 @@ from genomics_bigbird.model.encoder import Encoder, build_encoder
 from genomics_bigbird.model.heads import (
     MLMHead, PooledHead, PretrainingModel, SequenceClassifier, build_classifier, build_pretraining_model,
     load_encoder_weights)
+from genomics_bigbird.model.inference import collect_predictions, predict_rows
 
 __all__ = ["Encoder", "EncoderConfig", "MLMHead", "PooledHead", "PretrainingModel", "SequenceClassifier",
-           "build_classifier", "build_encoder", "build_pretraining_model", "load_checkpoint",
-           "load_encoder_weights", "save_checkpoint", "unwrap_model"]
+           "build_classifier", "build_encoder", "build_pretraining_model", "collect_predictions",
+           "load_checkpoint", "load_encoder_weights", "predict_rows", "save_checkpoint", "unwrap_model"]

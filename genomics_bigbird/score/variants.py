@@ -15,7 +15,6 @@ yielded as one `ScoredBatch` and dropped, so memory does not grow with the VCF.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
@@ -26,6 +25,7 @@ import torch
 from genomics_bigbird.errors import InputError
 from genomics_bigbird.genome.sequence import reverse_complement
 from genomics_bigbird.genome.variants import VariantWindows
+from genomics_bigbird.model import collect_predictions, predict_rows
 
 log = logging.getLogger(__name__)
 
@@ -73,27 +73,6 @@ class ScoredBatch:
         return out
 
 
-@contextlib.contextmanager
-def _evaluation_mode(model: torch.nn.Module) -> Iterator[None]:
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        model.train(was_training)
-
-
-def _padded(rows: list[list[int]], pad_id: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token rows right-padded to `length`: (input_ids, attention_mask), both (n, length)."""
-    input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), length), dtype=torch.bool)
-    for i, row in enumerate(rows):
-        input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        attention_mask[i, : len(row)] = True
-    return input_ids, attention_mask
-
-
 def predict_windows(model: torch.nn.Module, tokenizer, sequences: Sequence[str], *, batch_size: int = 16,
                     device: str | torch.device = "cpu", max_tokens: int | None = None,
                     length_multiple: int = 64) -> np.ndarray:
@@ -103,35 +82,20 @@ def predict_windows(model: torch.nn.Module, tokenizer, sequences: Sequence[str],
     `length_multiple` (at most `max_tokens`); only windows of the same padded length share a
     forward pass. A window's score therefore never depends on its batch-mates, even where the
     attention pattern depends on the padded length (BigBird draws its random blocks per block
-    count: use the block size as `length_multiple`), so batch size and sharding change nothing.
-    The model is any module with `forward(input_ids, attention_mask) -> logits (batch, features)`;
-    it runs in eval mode without gradients (its mode is restored), under bf16 autocast on CUDA.
+    count: use the block size as `length_multiple`), so batch size and sharding change nothing
+    (`genomics_bigbird.model.predict_rows`). The model is any module with
+    `forward(input_ids, attention_mask) -> logits (batch, features)`; it runs in eval mode without
+    gradients (its mode is restored), under bf16 autocast on CUDA.
     """
-    device = torch.device(device)
     strands = list(sequences) + [reverse_complement(s) for s in sequences]
     rows = [[tokenizer.cls_id, *ids, tokenizer.sep_id] for ids in tokenizer.encode_batch(strands)]
     longest = max(len(row) for row in rows)
     if max_tokens is not None and longest > max_tokens:
         raise InputError(f"a window of {max(len(s) for s in sequences)} bp is {longest} tokens with [CLS]/[SEP], "
                          f"more than the model's {max_tokens} positions: score with a smaller window width")
-    padded_length = np.array([-(-len(row) // length_multiple) * length_multiple for row in rows])
-    if max_tokens is not None:
-        padded_length = np.minimum(padded_length, max_tokens)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else contextlib.nullcontext())
-    probabilities: np.ndarray | None = None
-    with _evaluation_mode(model):
-        for length in np.unique(padded_length):
-            members = np.flatnonzero(padded_length == length)
-            for i in range(0, len(members), batch_size):
-                chosen = members[i: i + batch_size]
-                input_ids, attention_mask = _padded([rows[j] for j in chosen], tokenizer.pad_id, int(length))
-                with autocast:
-                    logits = model(input_ids.to(device), attention_mask.to(device))
-                batch = torch.sigmoid(logits.float()).cpu().numpy()
-                if probabilities is None:
-                    probabilities = np.empty((len(rows), batch.shape[1]), dtype=np.float64)
-                probabilities[chosen] = batch
+    batches = predict_rows(model, enumerate(rows), pad_id=tokenizer.pad_id, batch_size=batch_size, device=device,
+                           length_multiple=length_multiple, max_tokens=max_tokens)
+    probabilities = collect_predictions(batches, len(rows)).astype(np.float64)
     n = len(sequences)
     return (probabilities[:n] + probabilities[n:]) / 2.0
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from genomics_bigbird.evaluate.ensemble import ensemble_models, predict_sequences, rc_ensemble
+from genomics_bigbird.score import predict_windows
 
 
 class CharTokenizer:
@@ -60,3 +61,19 @@ def test_a_too_long_window_keeps_its_middle_tokens():
     preds = predict_sequences(BaseCounter(), CharTokenizer(), ["TTTAAAATTT"], max_length=6)
     assert preds.forward[0, 0] == pytest.approx(sigmoid(2.0))
     assert preds.reverse[0, 0] == pytest.approx(sigmoid(-1.0))  # AAATTTTAAA -> middle TTTT
+
+
+def test_a_bigbird_prediction_is_the_same_in_any_batch_and_equals_variant_scoring(tiny_bigbird):
+    rng = np.random.default_rng(0)
+    # 20 to 102 tokens with [CLS]/[SEP], padded to 24 ... 104: past 40 tokens sparse in 8-token blocks
+    sequences = ["".join(rng.choice(list("ACGT"), n)) for n in (40, 70, 18, 100, 46, 41)]
+    alone = predict_sequences(tiny_bigbird, CharTokenizer(), sequences, batch_size=1, length_multiple=8)
+    for batch_size in (3, 8):
+        batched = predict_sequences(tiny_bigbird, CharTokenizer(), sequences, batch_size=batch_size, length_multiple=8)
+        np.testing.assert_allclose(batched.forward, alone.forward, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(batched.reverse, alone.reverse, rtol=0, atol=1e-6)
+    backwards = predict_sequences(tiny_bigbird, CharTokenizer(), sequences[::-1], batch_size=4, length_multiple=8)
+    np.testing.assert_allclose(backwards.ensemble[::-1], alone.ensemble, rtol=0, atol=1e-6)
+    # `gbb evaluate` and `gbb score-variants` give one window one score
+    scored = predict_windows(tiny_bigbird, CharTokenizer(), sequences, batch_size=5, length_multiple=8)
+    np.testing.assert_allclose(scored, alone.ensemble, rtol=0, atol=1e-6)

@@ -11,6 +11,7 @@ from sklearn.metrics import roc_auc_score
 from genomics_bigbird.data.labeled import LabeledWindows, LabeledWriter
 from genomics_bigbird.evaluate.classifier import predict_split
 from genomics_bigbird.model import EncoderConfig, build_classifier, save_checkpoint
+from genomics_bigbird.model.inference import pad_rows
 from genomics_bigbird.tokenizer import DNATokenizer
 from pipelines import cli
 
@@ -169,3 +170,23 @@ def test_wrong_tokenizer_or_task_is_a_one_line_error(promoter_run, tmp_path, tok
     assert evaluate(tmp_path / "e2", data, tokenizer, chromatin) == 2
     assert "fine-tuned for 'chromatin'" in capsys.readouterr().err
     assert not (tmp_path / "e1").exists() and not (tmp_path / "e2").exists()
+
+
+def test_split_predictions_do_not_depend_on_the_batch_size(tmp_path, tokenizer, tiny_bigbird):
+    # N runs (as at contig ends) tokenize base by base: 44 to 98 tokens, padded to 48 ... 104 in 8-token blocks
+    n_runs = [0, 24, 48, 72, 96] * 2
+    sequences = ["N" * n + window[n:] for n, window in zip(n_runs, windows(np.random.default_rng(3), 10))]
+    with LabeledWriter(tmp_path / "set.h5", window=WINDOW, feature_names=["a"], feature_groups=["TF"],
+                       task="chromatin") as out:
+        out.append(sequences, np.zeros((10, 1)), ["test"] * 10)
+    labeled = LabeledWindows(tmp_path / "set.h5")
+    one, seven = (predict_split(tiny_bigbird, labeled, tokenizer, "test", batch_size=batch_size, max_length=128,
+                                pad_to_multiple_of=8) for batch_size in (1, 7))
+    np.testing.assert_allclose(seven.forward, one.forward, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(seven.reverse, one.reverse, rtol=0, atol=1e-6)
+    assert one.forward.shape == (10, 3) and tiny_bigbird.training  # every window predicted; the model's mode restored
+    input_ids, attention_mask = pad_rows([[tokenizer.cls_id, *tokenizer.encode(sequences[0]), tokenizer.sep_id]],
+                                         tokenizer.pad_id, 48)  # the first window alone, padded to its own 48
+    with torch.no_grad():
+        alone = torch.sigmoid(tiny_bigbird.eval()(input_ids, attention_mask)).numpy()
+    np.testing.assert_allclose(one.forward[0], alone[0], rtol=0, atol=1e-6)

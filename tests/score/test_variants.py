@@ -132,3 +132,12 @@ def test_a_window_is_padded_by_its_own_length_never_by_its_batch_mates():
         assert row[0] == pytest.approx(expected, rel=1e-6)
         alone = predict_windows(LengthSensitive(), CharTokenizer(), [seq], length_multiple=8)
         assert alone[0, 0] == pytest.approx(row[0], rel=1e-6)
+
+
+def test_a_bigbird_score_is_the_same_in_any_batch_and_alone(tiny_bigbird):
+    rng = np.random.default_rng(1)
+    sequences = ["".join(rng.choice(list("ACGT"), n)) for n in (45, 90, 12, 60, 44)]  # 47 to 92 tokens
+    alone = np.concatenate([predict_windows(tiny_bigbird, CharTokenizer(), [s], length_multiple=8) for s in sequences])
+    for batch_size in (1, 2, 16):
+        together = predict_windows(tiny_bigbird, CharTokenizer(), sequences, batch_size=batch_size, length_multiple=8)
+        np.testing.assert_allclose(together, alone, rtol=0, atol=1e-6)

@@ -1,0 +1,101 @@
+"""Batched predictions on token-id rows, each padded to its own length so no answer depends on its batch.
+
+BigBird draws its random attention blocks per block count, so a window's logits depend on the
+padded length of the tensor it is run in. Here a row is right-padded to its own length rounded up
+to `length_multiple` (use the block size), and only rows of the same padded length share a
+forward pass: a prediction is the same whatever the batch size, the order of the rows or how the
+data are sharded, and equals the model run on that row alone.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+
+def padded_length(num_tokens: int, length_multiple: int, max_tokens: int | None = None) -> int:
+    """`num_tokens` rounded up to a multiple of `length_multiple`, at most `max_tokens`."""
+    length = -(-num_tokens // length_multiple) * length_multiple
+    return length if max_tokens is None else min(length, max_tokens)
+
+
+def pad_rows(rows: Sequence[Sequence[int]], pad_id: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows right-padded to `length`: (input_ids, attention_mask), both (n, length), mask True = token."""
+    input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), length), dtype=torch.bool)
+    for i, row in enumerate(rows):
+        input_ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
+        attention_mask[i, : len(row)] = True
+    return input_ids, attention_mask
+
+
+def _probabilities(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   device: torch.device) -> np.ndarray:
+    """Sigmoid of one forward pass, float32 (n, features): eval mode, no autograd, bf16 autocast on CUDA.
+
+    The model's mode is restored before returning, so nothing leaks to the caller between the
+    batches that `predict_rows` yields.
+    """
+    was_training = model.training
+    model.eval()
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else contextlib.nullcontext())
+    try:
+        with torch.inference_mode(), autocast:
+            logits = model(input_ids.to(device), attention_mask.to(device))
+        return torch.sigmoid(logits.float()).cpu().numpy()
+    finally:
+        model.train(was_training)
+
+
+def predict_rows(model: torch.nn.Module, rows: Iterable[tuple[int, Sequence[int]]], *, pad_id: int,
+                 batch_size: int, device: str | torch.device = "cpu", length_multiple: int = 64,
+                 max_tokens: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Stream `(indices, probabilities)` per forward pass for `(index, token ids)` rows, bucketed by padded length.
+
+    A bucket is run once it holds `batch_size` rows and the rest when `rows` ends, so memory stays
+    within (distinct padded lengths) x `batch_size` rows however long the input. `indices` (n,)
+    are the rows' own indices and `probabilities` (n, features) float32 sigmoids. The model is any
+    module with `forward(input_ids, attention_mask) -> logits (batch, features)`; tokens must
+    already include any special tokens, and a row longer than `max_tokens` is a ValueError
+    (truncate it first).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if length_multiple < 1:
+        raise ValueError(f"length_multiple must be positive, got {length_multiple}")
+    device = torch.device(device)
+    buckets: dict[int, list[tuple[int, Sequence[int]]]] = {}
+
+    def run(bucket: list[tuple[int, Sequence[int]]], length: int) -> tuple[np.ndarray, np.ndarray]:
+        input_ids, attention_mask = pad_rows([row for _, row in bucket], pad_id, length)
+        indices = np.array([index for index, _ in bucket], dtype=np.int64)
+        return indices, _probabilities(model, input_ids, attention_mask, device)
+
+    for index, row in rows:
+        if len(row) == 0:
+            raise ValueError(f"row {index} has no tokens")
+        if max_tokens is not None and len(row) > max_tokens:
+            raise ValueError(f"row {index} has {len(row)} tokens, more than max_tokens={max_tokens}: truncate it first")
+        length = padded_length(len(row), length_multiple, max_tokens)
+        bucket = buckets.setdefault(length, [])
+        bucket.append((index, row))
+        if len(bucket) == batch_size:
+            yield run(buckets.pop(length), length)
+    for length in sorted(buckets):
+        yield run(buckets[length], length)
+
+
+def collect_predictions(batches: Iterable[tuple[np.ndarray, np.ndarray]], num_rows: int) -> np.ndarray:
+    """Place streamed `(indices, probabilities)` into one float32 array (num_rows, features); (0, 0) when empty.
+
+    Rows that no batch covered stay NaN.
+    """
+    out: np.ndarray | None = None
+    for indices, probabilities in batches:
+        if out is None:
+            out = np.full((num_rows, probabilities.shape[1]), np.nan, dtype=np.float32)
+        out[indices] = probabilities
+    return np.zeros((0, 0), dtype=np.float32) if out is None else out
