@@ -5,9 +5,8 @@ import dataclasses
 from dataclasses import dataclass
 
 from genomics_bigbird.model.attention import ATTENTION_KINDS
-
-ATTENTION_BACKENDS = ("auto", "flex", "gather", "dense")
-GLOBAL_PLACEMENTS = ("first", "ends")
+from genomics_bigbird.model.attention.bigbird import BACKENDS as ATTENTION_BACKENDS
+from genomics_bigbird.model.attention.patterns import GLOBAL_PLACEMENTS
 
 
 @dataclass
@@ -71,11 +70,6 @@ class EncoderConfig:
     def head_dim(self) -> int:
         """Width of one attention head."""
         return self.hidden_size // self.num_heads
-
-    @property
-    def max_blocks(self) -> int:
-        """Blocks of `block_size` tokens in the longest input (the last one may be partial)."""
-        return -(-self.max_position // self.block_size)
 
     def to_dict(self) -> dict:
         """Return the config as plain JSON/YAML data (what a checkpoint stores)."""
