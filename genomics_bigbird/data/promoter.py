@@ -16,7 +16,7 @@ import numpy as np
 
 from genomics_bigbird.errors import InputError
 from genomics_bigbird.genome.intervals import BedRecord
-from genomics_bigbird.genome.liftover import ChainLifter, Unmapped
+from genomics_bigbird.genome.liftover import ChainLifter, LiftoverResult
 from genomics_bigbird.genome.reference import ReferenceGenome
 from genomics_bigbird.genome.windows import extract_windows
 from genomics_bigbird.data.labeled import LabeledWriter
@@ -98,37 +98,11 @@ def tss_record(record: BedRecord, mode: str = "auto") -> BedRecord:
     return dataclasses.replace(record, start=tss, end=tss + 1, extra=())
 
 
-@dataclass
-class LiftedPromoters:
-    """Promoter TSSs on the target build; unmapped and strand-flipped ones listed, never dropped silently."""
-
-    mapped: list[BedRecord] = field(default_factory=list)
-    unmapped: list[Unmapped] = field(default_factory=list)
-    strand_flipped: list[BedRecord] = field(default_factory=list)  # mapped (new coordinates) whose strand flipped
-
-    @property
-    def n_input(self) -> int:
-        return len(self.mapped) + len(self.unmapped)
-
-    def reasons(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for item in self.unmapped:
-            counts[item.reason] = counts.get(item.reason, 0) + 1
-        return counts
-
-
-def lift_promoters(records: Iterable[BedRecord], lifter: ChainLifter | None) -> LiftedPromoters:
+def lift_promoters(records: Iterable[BedRecord], lifter: ChainLifter | None) -> LiftoverResult:
     """Lift TSS records through a chain (None: already on the target build); strand flips are kept and listed."""
-    result = LiftedPromoters()
-    for record in records:
-        lifted = record if lifter is None else lifter.lift(record)
-        if isinstance(lifted, str):
-            result.unmapped.append(Unmapped(record, lifted))
-            continue
-        result.mapped.append(lifted)
-        if lifted.strand != record.strand:
-            result.strand_flipped.append(lifted)
-    return result
+    if lifter is None:
+        return LiftoverResult(mapped=list(records))
+    return lifter.lift_all(records)
 
 
 # ---------------------------------------------------------------- splits and writing

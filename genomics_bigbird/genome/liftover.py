@@ -38,7 +38,12 @@ class LiftoverResult:
 
     mapped: list[BedRecord] = field(default_factory=list)
     unmapped: list[Unmapped] = field(default_factory=list)
-    n_strand_flipped: int = 0  # mapped records lifted through a `-` chain (their strand flipped)
+    strand_flipped: list[BedRecord] = field(default_factory=list)  # mapped ones lifted through a `-` chain
+
+    @property
+    def n_strand_flipped(self) -> int:
+        """Mapped records lifted through a `-` chain (their strand flipped)."""
+        return len(self.strand_flipped)
 
     @property
     def n_input(self) -> int:
@@ -114,7 +119,8 @@ class ChainLifter:
                 result.unmapped.append(Unmapped(record, lifted))
                 continue
             result.mapped.append(lifted[0])
-            result.n_strand_flipped += lifted[1]
+            if lifted[1]:
+                result.strand_flipped.append(lifted[0])
         log.info("lifted %d of %d records through %s (%d strand-flipped); unmapped: %s", len(result.mapped),
                  result.n_input, self.path.name, result.n_strand_flipped, result.reasons() or "none")
         return result
