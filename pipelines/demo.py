@@ -9,10 +9,12 @@ command line (`OUT/commands.sh`), so the same chain can be rerun by hand or on r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import shlex
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +54,6 @@ class DemoConfig:
     # chromatin validation bins (BigBird holds out a window of chr7); None: the middle half of the
     # simulated chr7 at this scale
     valid_region: str | None = None
-    extra: dict = field(default_factory=dict)  # {"finetune.promoter": ["key=value", ...], ...}
 
 
 def add_arguments(parser: argparse.ArgumentParser, command: tuple[str, ...]) -> None:
@@ -61,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: tuple[str, ...]) -> 
     parser.add_argument("--seed", type=int, default=None, help="seed of every random step (default 0)")
     parser.add_argument("--config", default=None, help="YAML with DemoConfig fields")
     knobs = ", ".join(f"{f.name}={f.default}" for f in fields(DemoConfig)
-                      if f.name not in ("out_dir", "device", "seed", "extra"))
+                      if f.name not in ("out_dir", "device", "seed"))
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help=f"settings to change, e.g. scale=0.5; with their defaults: {knobs}")
 
@@ -90,12 +91,30 @@ def _device(requested: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+@contextlib.contextmanager
+def _training_device(device: str):
+    """`gbb pretrain` / `finetune` take every GPU they see; --device cpu hides them for the chain."""
+    if device != "cpu":
+        yield []
+        return
+    before = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    try:
+        yield ["export CUDA_VISIBLE_DEVICES=  # --device cpu: train on the CPU too"]
+    finally:
+        if before is None:
+            del os.environ["CUDA_VISIBLE_DEVICES"]
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = before
+
+
 class _Chain:
     """Runs `gbb` commands in-process, stops at the first failure, records each command line."""
 
-    def __init__(self, job: Job, script: Path):
+    def __init__(self, job: Job, script: Path, preamble: list[str]):
         self.job, self.script, self.timings = job, script, {}
-        self.lines = ["#!/usr/bin/env bash", "# The commands `gbb demo` ran, in order.", "set -euo pipefail"]
+        self.lines = ["#!/usr/bin/env bash", "# The commands `gbb demo` ran, in order.", "set -euo pipefail",
+                      *preamble]
 
     def __call__(self, step: str, *argv: Any) -> None:
         words = [str(a) for a in argv]
@@ -116,8 +135,8 @@ def main(config: DemoConfig) -> dict:
     out = Path(config.out_dir).resolve()
     device = _device(config.device)
     seed = config.seed
-    with Job("demo", out, config=to_dict(config), seed=seed) as job:
-        gbb = _Chain(job, out / "commands.sh")
+    with Job("demo", out, config=to_dict(config), seed=seed) as job, _training_device(device) as preamble:
+        gbb = _Chain(job, out / "commands.sh", preamble)
         sim, corpus, tok = out / "simulated", out / "corpus", out / "tokenizer" / "dna_bpe"
         gbb("simulate", "simulate", "--out", sim, "--seed", seed, "--scale", config.scale, "--quiet")
         gbb("corpus", "corpus", "--fasta", sim / "genome.fa", "--out", corpus, "--passes", config.corpus_passes,
@@ -130,8 +149,7 @@ def main(config: DemoConfig) -> dict:
             f"data.shards={out / 'shards'}", f"data.tokenizer={tok}.model",
             f"data.max_length={config.pretrain_max_length}", f"data.seed={seed}", f"train.seed={seed}",
             f"train.steps={config.pretrain_steps}", f"train.warmup_steps={config.pretrain_steps // 20}",
-            f"out_dir={out / 'pretrain'}",
-            *config.extra.get("pretrain", []))
+            f"out_dir={out / 'pretrain'}")
         gbb("promoter data", "promoter", "prepare", "--bed", sim / "promoters.other.bed",
             "--chain", sim / "other_to_sim.chain", "--fasta", sim / "genome.fa", "--out", out / "promoter_data",
             "--seed", seed, "--quiet")
@@ -151,8 +169,7 @@ def main(config: DemoConfig) -> dict:
             gbb(f"finetune {task}", "finetune", task, "--data", out / f"{task}_data" / f"{task}.h5",
                 "--tokenizer", f"{tok}.model", "--pretrained", out / "pretrain" / "final",
                 "--config", CONFIGS / "finetune" / f"tiny_{task}.yaml", "--out", out / f"finetune_{task}", "--quiet",
-                f"train.seed={seed}", f"data.seed={seed}", *schedules[task],
-                *config.extra.get(f"finetune.{task}", []))
+                f"train.seed={seed}", f"data.seed={seed}", *schedules[task])
             gbb(f"evaluate {task}", "evaluate", "--checkpoint", out / f"finetune_{task}" / "best",
                 "--data", out / f"{task}_data" / f"{task}.h5", "--tokenizer", f"{tok}.model", "--split", "test",
                 "--device", device, "--out", out / f"evaluate_{task}", "--quiet")
@@ -170,13 +187,11 @@ def main(config: DemoConfig) -> dict:
 
 
 def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return json.loads(path.read_text())
 
 
 def _final_metrics(evaluation: dict) -> dict:
     """The RC-ensembled metrics of the model `gbb evaluate` reports as final."""
-    if not evaluation:
-        return {}
     return evaluation["models"][evaluation["final"]]["ensemble"]
 
 
@@ -184,7 +199,7 @@ def collect_summary(out: Path, timings: dict, device: str) -> dict:
     """Gather the headline figures of every step into one dictionary."""
     tokenizer = _read_json(out / "tokenizer" / "dna_bpe.json")
     pretrain_rows = [json.loads(line) for line in (out / "pretrain" / "metrics.jsonl").read_text().splitlines()
-                     if line.strip()] if (out / "pretrain" / "metrics.jsonl").is_file() else []
+                     if line.strip()]
     promoter = _final_metrics(_read_json(out / "evaluate_promoter" / "metrics.json"))
     chromatin = _final_metrics(_read_json(out / "evaluate_chromatin" / "metrics.json"))
     variants = _read_json(out / "variants" / "scores.tsv.manifest.json").get("outputs", {})

@@ -1,5 +1,6 @@
 """`gbb demo` end to end at a tiny scale: every step runs, and the report matches the step outputs."""
 import json
+import os
 import shlex
 
 import pysam
@@ -16,15 +17,19 @@ STEPS = ["simulate", "corpus", "tokenizer", "shards", "pretrain", "promoter data
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "run"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     code = cli.main(["demo", "--out", str(out), "--device", "cpu", *TINY])
     assert code == 0
+    assert os.environ.get("CUDA_VISIBLE_DEVICES") == visible, "--device cpu hides GPUs only during the chain"
     return out
 
 
 def test_demo_runs_every_step_and_records_its_command(demo):
     report = json.loads((demo / "report.json").read_text())
     assert list(report["seconds"]) == STEPS
-    commands = [line for line in (demo / "commands.sh").read_text().splitlines() if line.startswith("gbb ")]
+    script = (demo / "commands.sh").read_text().splitlines()
+    assert "export CUDA_VISIBLE_DEVICES=" in "\n".join(script)  # --device cpu: training on the CPU too
+    commands = [line for line in script if line.startswith("gbb ")]
     assert len(commands) == len(STEPS)
     words = [shlex.split(line)[1] for line in commands]
     assert words == ["simulate", "corpus", "tokenizer", "shards", "pretrain", "promoter", "chromatin",
