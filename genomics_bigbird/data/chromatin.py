@@ -20,7 +20,7 @@ import pandas as pd
 
 from genomics_bigbird.errors import InputError
 from genomics_bigbird.genome.intervals import BedRecord, read_bed, read_narrowpeak
-from genomics_bigbird.genome.reference import ReferenceGenome
+from genomics_bigbird.genome.reference import ReferenceGenome, contig_key
 from genomics_bigbird.genome.windows import extract_windows
 from genomics_bigbird.data.labeled import LabeledWriter
 
@@ -131,7 +131,7 @@ def covered_bases(bin_starts: np.ndarray, bin_ends: np.ndarray,
 def peak_labels(bins: Sequence[BedRecord], peaks: Mapping[str, Iterable[BedRecord]],
                 feature_names: Sequence[str], min_fraction: float = 0.5) -> np.ndarray:
     """Labels (bins x features): 1 where >= `min_fraction` of the bin lies in that feature's peaks."""
-    chroms = np.array([_canonical(b.chrom) for b in bins], dtype=object)
+    chroms = np.array([contig_key(b.chrom) for b in bins], dtype=object)
     bin_starts = np.array([b.start for b in bins], dtype=np.int64)
     bin_ends = np.array([b.end for b in bins], dtype=np.int64)
     lengths = bin_ends - bin_starts
@@ -139,7 +139,7 @@ def peak_labels(bins: Sequence[BedRecord], peaks: Mapping[str, Iterable[BedRecor
     for column, feature in enumerate(feature_names):
         by_chrom: dict[str, list[tuple[int, int]]] = {}
         for peak in peaks.get(feature, ()):
-            by_chrom.setdefault(_canonical(peak.chrom), []).append((peak.start, peak.end))
+            by_chrom.setdefault(contig_key(peak.chrom), []).append((peak.start, peak.end))
         for chrom, intervals in by_chrom.items():
             rows = np.flatnonzero(chroms == chrom)
             if not len(rows):
@@ -193,12 +193,6 @@ def candidate_bins(peaks: Mapping[str, Iterable[BedRecord]], genome: ReferenceGe
 
 # ---------------------------------------------------------------- splits
 
-def _canonical(chrom: str) -> str:
-    """Compare contig names without the `chr` prefix (chr8 == 8, chrM == MT == M)."""
-    name = chrom[3:] if chrom.lower().startswith("chr") else chrom
-    return "M" if name.upper() in ("M", "MT") else name
-
-
 def parse_region(text: str) -> tuple[str, int, int]:
     """Parse `chr7:30,508,751-35,296,850` (1-based, inclusive) to (chrom, start, end) 0-based half-open."""
     match = re.fullmatch(r"\s*([^:\s]+):([\d,]+)-([\d,]+)\s*", text)
@@ -227,13 +221,13 @@ class ChromatinSplit:
 
     def assign(self, chrom: str, start: int, end: int) -> str | None:
         """Return "train", "valid" or "test" for a bin, or None when its contig is excluded."""
-        name = _canonical(chrom)
-        if name in {_canonical(c) for c in self.test_contigs}:
+        name = contig_key(chrom)
+        if name in {contig_key(c) for c in self.test_contigs}:
             return "test"
         region_chrom, region_start, region_end = self._region
-        if name == _canonical(region_chrom) and region_start <= (start + end) // 2 < region_end:
+        if name == contig_key(region_chrom) and region_start <= (start + end) // 2 < region_end:
             return "valid"
-        if name in {_canonical(c) for c in self.exclude_contigs}:
+        if name in {contig_key(c) for c in self.exclude_contigs}:
             return None
         return "train"
 

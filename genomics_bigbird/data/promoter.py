@@ -17,7 +17,7 @@ import numpy as np
 from genomics_bigbird.errors import InputError
 from genomics_bigbird.genome.intervals import BedRecord
 from genomics_bigbird.genome.liftover import ChainLifter, LiftoverResult
-from genomics_bigbird.genome.reference import ReferenceGenome
+from genomics_bigbird.genome.reference import ReferenceGenome, contig_key
 from genomics_bigbird.genome.windows import extract_windows
 from genomics_bigbird.data.labeled import LabeledWriter
 
@@ -109,13 +109,10 @@ def lift_promoters(records: Iterable[BedRecord], lifter: ChainLifter | None) -> 
 
 def contig_split(chrom: str, test_contigs: Sequence[str], valid_contigs: Sequence[str]) -> str:
     """Split by chromosome: "test" or "valid" for the listed contigs (chr1 == 1), else "train"."""
-    def canonical(name: str) -> str:
-        return name[3:] if name.lower().startswith("chr") else name
-
-    name = canonical(chrom)
-    if name in {canonical(c) for c in test_contigs}:
+    name = contig_key(chrom)
+    if name in {contig_key(c) for c in test_contigs}:
         return "test"
-    if name in {canonical(c) for c in valid_contigs}:
+    if name in {contig_key(c) for c in valid_contigs}:
         return "valid"
     return "train"
 

@@ -12,6 +12,7 @@ from pyliftover import LiftOver
 
 from genomics_bigbird.errors import InputError
 from genomics_bigbird.genome.intervals import BedRecord
+from genomics_bigbird.genome.reference import contig_aliases
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,9 @@ class ChainLifter:
     def _hits(self, chrom: str, position: int):
         """Best-scoring (chrom, pos, chain strand) for a 0-based position; None = unknown contig, [] = gap."""
         hits = self._lift.convert_coordinate(chrom, position)
-        if hits is None:  # try the other spelling (chr1 <-> 1) before calling the contig unknown
-            alias = chrom[3:] if chrom.startswith("chr") else "chr" + chrom
+        for alias in contig_aliases(chrom):  # other spellings (chr1 <-> 1) before calling the contig unknown
+            if hits is not None:
+                break
             hits = self._lift.convert_coordinate(alias, position)
         return hits if not hits else hits[0][:3]
 

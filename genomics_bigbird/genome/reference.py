@@ -16,11 +16,17 @@ log = logging.getLogger(__name__)
 _MITO = ("chrM", "MT", "M", "chrMT")
 
 
-def _alias_names(name: str) -> list[str]:
+def contig_aliases(name: str) -> list[str]:
     """Other spellings of a contig name: `chr1` <-> `1`, `chrM` <-> `MT` <-> `M`."""
     if name in _MITO:
         return [m for m in _MITO if m != name]
     return [name[3:]] if name.startswith("chr") and len(name) > 3 else ["chr" + name]
+
+
+def contig_key(name: str) -> str:
+    """A spelling-independent key for comparing contig names: `chr1` == `Chr1` == `1`, `chrM` == `MT` == `M`."""
+    bare = name[3:] if name[:3].lower() == "chr" and len(name) > 3 else name
+    return "MT" if bare.upper() in ("M", "MT") else bare
 
 
 def fasta_compression(path: str | os.PathLike) -> str:
@@ -63,7 +69,7 @@ class ReferenceGenome:
             raise InputError("FASTA has no sequences (is it a FASTA file?)", self.path)
         self._names: dict[str, str] = {name: name for name in self.contigs}
         for name in self.contigs:
-            for alias in _alias_names(name):
+            for alias in contig_aliases(name):
                 self._names.setdefault(alias, name)
 
     def _open(self) -> pysam.FastaFile:

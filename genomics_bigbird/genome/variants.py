@@ -30,7 +30,7 @@ import pysam
 
 from genomics_bigbird.errors import InputError
 from genomics_bigbird.genome.intervals import read_bed
-from genomics_bigbird.genome.reference import ReferenceGenome
+from genomics_bigbird.genome.reference import ReferenceGenome, contig_key
 from genomics_bigbird.genome.sequence import normalize
 
 log = logging.getLogger(__name__)
@@ -99,19 +99,13 @@ def parse_region(region: str) -> tuple[str, int | None, int | None]:
     return contig, start, end
 
 
-def _contig_key(name: str) -> str:
-    """A spelling-independent contig key: `chr1` and `1` (and chrM/MT/M) compare equal."""
-    bare = name[3:] if name.startswith("chr") and len(name) > 3 else name
-    return "MT" if bare == "M" else bare
-
-
 class BedFilter:
     """Merged BED intervals per contig; `overlaps` answers in O(log n) per variant."""
 
     def __init__(self, path: str | os.PathLike):
         spans: dict[str, list[tuple[int, int]]] = {}
         for record in read_bed(path):
-            spans.setdefault(_contig_key(record.chrom), []).append((record.start, record.end))
+            spans.setdefault(contig_key(record.chrom), []).append((record.start, record.end))
         self._starts: dict[str, list[int]] = {}
         self._ends: dict[str, list[int]] = {}
         for key, items in spans.items():
@@ -126,11 +120,11 @@ class BedFilter:
 
     def overlaps(self, chrom: str, start: int, end: int) -> bool:
         """True when [start, end) (0-based) overlaps an interval (a 0-length span counts at `start`)."""
-        starts = self._starts.get(_contig_key(chrom))
+        starts = self._starts.get(contig_key(chrom))
         if not starts:
             return False
         i = bisect.bisect_right(starts, start) - 1
-        if i >= 0 and self._ends[_contig_key(chrom)][i] > start:
+        if i >= 0 and self._ends[contig_key(chrom)][i] > start:
             return True
         return i + 1 < len(starts) and starts[i + 1] < max(end, start + 1)
 
@@ -239,7 +233,7 @@ class VariantSource:
         if vcf.index is None:
             raise InputError(need_index, self.path)
         names = list(vcf.index)
-        match = [n for n in names if n == contig] or [n for n in names if _contig_key(n) == _contig_key(contig)]
+        match = [n for n in names if n == contig] or [n for n in names if contig_key(n) == contig_key(contig)]
         if not match:
             raise InputError(f"region contig {contig!r} is not in the VCF index (contigs: "
                              f"{', '.join(names[:8])})", self.path)
