@@ -24,23 +24,24 @@ import os
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import h5py
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
 from genomics_bigbird.atomic import atomic_path, atomic_write
 from genomics_bigbird.errors import InputError
-from genomics_bigbird.evaluate.classifier import load_classifier
 from genomics_bigbird.genome.reference import ReferenceGenome
 from genomics_bigbird.genome.variants import VariantSource
-from genomics_bigbird.model.checkpoint import META_NAME, WEIGHTS_NAME
-from genomics_bigbird.score.variants import ScoredBatch, score_variants
 from genomics_bigbird.tokenizer import DNATokenizer
 from pipelines.job import Job
+
+if TYPE_CHECKING:  # torch is imported where a model runs: `--help` and `--merge` start without it
+    import torch
+
+    from genomics_bigbird.score.variants import ScoredBatch
 
 TABLE_SUFFIXES = (".tsv", ".parquet")
 H5_SUFFIXES = (".h5", ".hdf5")
@@ -78,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     missing = [f"--{name}" for name in ("vcf", "fasta", "checkpoint", "tokenizer") if getattr(args, name) is None]
     if missing:
         raise InputError(f"{', '.join(missing)} required (or --merge PART... to merge shard outputs)")
+    import torch
+
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     common = dict(width=args.width, region=args.region, bed=args.bed, batch_size=args.batch_size, quiet=args.quiet)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -106,6 +109,8 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def load_scoring_model(checkpoint: Path, tokenizer: DNATokenizer) -> tuple[torch.nn.Module, list[str], dict]:
     """(classifier, feature names, metadata) of a fine-tuned checkpoint trained with `tokenizer`."""
+    from genomics_bigbird.evaluate.classifier import load_classifier
+
     model, meta = load_classifier(checkpoint, tokenizer.sha256, tokenizer.path)
     num_labels = model.head.classifier.weight.shape[0]
     names = meta.get("extra", {}).get("feature_names") or (
@@ -119,6 +124,9 @@ def main(vcf: Path, fasta: Path, checkpoint: Path, tokenizer: Path, out: Path, *
          width: int = 8000, region: str | None = None, bed: Path | None = None, batch_size: int = 16,
          device: str = "cpu", shard: tuple[int, int] = (0, 1), quiet: bool = False) -> dict:
     """Score every (record, ALT) of `vcf` (shard `shard`) into the table `out` and optionally `h5`."""
+    from genomics_bigbird.model.checkpoint import META_NAME, WEIGHTS_NAME
+    from genomics_bigbird.score.variants import score_variants
+
     vcf, fasta, checkpoint, tokenizer, out = map(Path, (vcf, fasta, checkpoint, tokenizer, out))
     if out.suffix.lower() not in TABLE_SUFFIXES:
         raise InputError(f"--out must end in {' or '.join(TABLE_SUFFIXES)}", out)
