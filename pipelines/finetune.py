@@ -24,7 +24,7 @@ from typing import Any
 from genomics_bigbird.errors import InputError
 from pipelines.config import from_dict, load_config, save_config, to_dict
 from pipelines.job import Job, MetricsWriter, RankLog
-from pipelines.pretrain import check_compatible, deepspeed_extra, resolve_model_config, resolve_path
+from pipelines.pretrain import check_compatible, resolve_model_config, resolve_path, start_deepspeed
 
 TASKS = ("promoter", "chromatin")
 NAN_HINT = ("lower train.lr, raise train.warmup_steps, lower train.pos_weight, keep train.gradient_clipping "
@@ -238,13 +238,7 @@ def main(config: FinetuneConfig, quiet: bool = False) -> dict[str, Any]:
         raise InputError("holds the best/ checkpoint of an earlier fine-tuning run; choose another out_dir "
                          "(or delete it)", out_dir)
 
-    ctx = ds.init_distributed()
-    ds.set_deepspeed_log_level(logging.WARNING)
-    precision = ds.resolve_precision(train.precision, ctx.device)
-    ds_config = ds.deepspeed_config(global_batch_size=train.global_batch_size,
-                                    micro_batch_size=train.micro_batch_size, world_size=ctx.world_size,
-                                    zero_stage=train.zero_stage, precision=precision,
-                                    gradient_clipping=train.gradient_clipping, extra=deepspeed_extra(train))
+    ctx, precision, ds_config = start_deepspeed(train)
     accumulation = ds_config["gradient_accumulation_steps"]
     resolved = to_dict(config)
     resolved["model"] = model_config.to_dict()

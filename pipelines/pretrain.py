@@ -126,6 +126,23 @@ def deepspeed_extra(train: PretrainTrain) -> dict:
     return load_deepspeed_json(resolved)
 
 
+def start_deepspeed(train) -> tuple[Any, str, dict]:
+    """(distributed context, precision, DeepSpeed config) of a run with `train`'s batch and ZeRO settings.
+
+    `train` is a PretrainTrain or a FinetuneTrain (they share these fields).
+    """
+    from genomics_bigbird.train import engine as ds
+
+    ctx = ds.init_distributed()
+    ds.set_deepspeed_log_level(logging.WARNING)
+    precision = ds.resolve_precision(train.precision, ctx.device)
+    ds_config = ds.deepspeed_config(global_batch_size=train.global_batch_size,
+                                    micro_batch_size=train.micro_batch_size, world_size=ctx.world_size,
+                                    zero_stage=train.zero_stage, precision=precision,
+                                    gradient_clipping=train.gradient_clipping, extra=deepspeed_extra(train))
+    return ctx, precision, ds_config
+
+
 def check_compatible(model_config, tokenizer, data: PretrainData, tokenizer_path: Path) -> None:
     """Refuse a tokenizer or instance length the model cannot take (ids would index wrong rows)."""
     if len(tokenizer) != model_config.vocab_size:
@@ -253,15 +270,9 @@ def main(config: PretrainConfig, quiet: bool = False) -> dict[str, Any]:
     dataset = PretrainingDataset(resolve_path(config.data.shards), tokenizer, max_length=config.data.max_length,
                                  seed=config.data.seed)
 
-    ctx = ds.init_distributed()
-    ds.set_deepspeed_log_level(logging.WARNING)
+    ctx, precision, ds_config = start_deepspeed(train)
     out_dir = Path(config.out_dir)
     checkpoints = out_dir / "checkpoints"
-    precision = ds.resolve_precision(train.precision, ctx.device)
-    ds_config = ds.deepspeed_config(global_batch_size=train.global_batch_size,
-                                    micro_batch_size=train.micro_batch_size, world_size=ctx.world_size,
-                                    zero_stage=train.zero_stage, precision=precision,
-                                    gradient_clipping=train.gradient_clipping, extra=deepspeed_extra(train))
     accumulation = ds_config["gradient_accumulation_steps"]
     has_checkpoint = ds.latest_checkpoint_tag(checkpoints) is not None
     if has_checkpoint and not train.resume:
