@@ -19,6 +19,12 @@ from genomics_bigbird.model.attention.padding import (
 BACKENDS = ("auto", "gather", "flex", "dense")
 
 
+def _kv_blocks(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For bool block rows (..., nb): every key block, attended ones first in ascending order, and their count."""
+    # A stable sort of "not attended" keeps the attended blocks first and in block order.
+    return torch.argsort((~rows).to(torch.uint8), dim=-1, stable=True), rows.sum(dim=-1)
+
+
 @dataclass
 class SparsePlan:
     """Index tensors derived once from a layout; reused by every call with the same layout.
@@ -26,6 +32,8 @@ class SparsePlan:
     dense_rows: query blocks that attend to every key block in every head (global rows).
     sparse_rows: the others; kv_index (H, Ns, K) lists each one's key blocks (ascending, padded
     with masked slots up to K = the longest row), kv_valid marks the real slots.
+    gather_index: kv_index flattened over (head, block), what one index_select takes;
+    row_order: puts [dense_rows | sparse_rows] outputs back into block order.
     """
 
     layout: torch.Tensor          # (H, nb, nb) bool
@@ -34,21 +42,25 @@ class SparsePlan:
     sparse_rows: torch.Tensor     # (Ns,) long
     kv_index: torch.Tensor        # (H, Ns, K) long
     kv_valid: torch.Tensor        # (H, Ns, K) bool
+    gather_index: torch.Tensor    # (H*Ns*K,) long, into blocks flattened as (head, block)
+    row_order: torch.Tensor       # (nb,) long
     block_masks: dict = field(default_factory=dict)  # flex BlockMasks, keyed by (padded, device)
 
     @classmethod
     def from_layout(cls, layout: torch.Tensor, block_size: int) -> "SparsePlan":
         """Build the gather indices of a (H, nb, nb) layout."""
         layout = layout.bool()
+        heads, num_blocks, _ = layout.shape
         dense = layout.all(dim=-1).all(dim=0)
         dense_rows, sparse_rows = dense.nonzero().flatten(), (~dense).nonzero().flatten()
-        rows = layout[:, sparse_rows]                                   # (H, Ns, nb)
-        counts = rows.sum(dim=-1)
-        width = int(counts.max()) if rows.numel() else 0
-        # Stable sort puts the attended blocks first, in ascending block order.
-        kv_index = torch.argsort((~rows).to(torch.uint8), dim=-1, stable=True)[..., :width]
+        index, counts = _kv_blocks(layout[:, sparse_rows])              # (H, Ns, nb), (H, Ns)
+        width = int(counts.max()) if counts.numel() else 0
+        kv_index = index[..., :width]
         kv_valid = torch.arange(width, device=layout.device) < counts[..., None]
-        return cls(layout, block_size, dense_rows, sparse_rows, kv_index, kv_valid)
+        head_offset = num_blocks * torch.arange(heads, device=layout.device)[:, None, None]
+        gather_index = (kv_index + head_offset).flatten()
+        row_order = torch.cat([dense_rows, sparse_rows]).argsort()
+        return cls(layout, block_size, dense_rows, sparse_rows, kv_index, kv_valid, gather_index, row_order)
 
     @property
     def num_blocks(self) -> int:
@@ -60,7 +72,8 @@ class SparsePlan:
             return self
         return SparsePlan(self.layout.to(device), self.block_size, self.dense_rows.to(device),
                           self.sparse_rows.to(device), self.kv_index.to(device),
-                          self.kv_valid.to(device))
+                          self.kv_valid.to(device), self.gather_index.to(device),
+                          self.row_order.to(device))
 
 
 def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -111,7 +124,7 @@ def _gather_attention(q, k, v, plan: SparsePlan, real) -> torch.Tensor:
     bs, ct = plan.block_size, compute_dtype(q.dtype)
     scale = q.shape[-1] ** -0.5
     q_blocks = rearrange(q, "b h (n w) d -> b h n w d", w=bs)
-    pieces, rows = [], []
+    pieces = []
     if plan.dense_rows.numel():
         # Global query rows attend to every key: plain dense attention for those rows only.
         q_dense = rearrange(q_blocks[:, :, plan.dense_rows], "b h n w d -> b h (n w) d")
@@ -119,16 +132,12 @@ def _gather_attention(q, k, v, plan: SparsePlan, real) -> torch.Tensor:
         probs = masked_softmax(scores, real[:, None, None, :])
         out = probs.to(v.dtype) @ v
         pieces.append(rearrange(out, "b h (n w) d -> b h n w d", w=bs))
-        rows.append(plan.dense_rows)
     if plan.sparse_rows.numel():
-        heads, num_sparse, width = plan.kv_index.shape
-        # Flatten (head, block) so one index_select gathers every head's blocks at once.
-        flat = plan.kv_index + plan.num_blocks * torch.arange(heads, device=q.device)[:, None, None]
-        flat = flat.flatten()
+        heads, num_sparse, _ = plan.kv_index.shape
 
-        def gather(x):  # (B, H, L, D) -> (B, H, Ns, K*bs, D)
+        def gather(x):  # (B, H, L, D) -> (B, H, Ns, K*bs, D): one index_select over every head
             blocks = rearrange(x, "b h (n w) d -> b (h n) w d", w=bs)
-            picked = blocks.index_select(1, flat)
+            picked = blocks.index_select(1, plan.gather_index)
             return rearrange(picked, "b (h s j) w d -> b h s (j w) d", h=heads, s=num_sparse)
 
         k_sel, v_sel = gather(k), gather(v)
@@ -138,9 +147,7 @@ def _gather_attention(q, k, v, plan: SparsePlan, real) -> torch.Tensor:
         scores = (q_sparse.to(ct) @ k_sel.to(ct).transpose(-1, -2)) * scale  # (B, H, Ns, bs, K*bs)
         probs = masked_softmax(scores, allowed)
         pieces.append(probs.to(v.dtype) @ v_sel)
-        rows.append(plan.sparse_rows)
-    order = torch.cat(rows).argsort()
-    out = torch.cat(pieces, dim=2)[:, :, order]
+    out = torch.cat(pieces, dim=2)[:, :, plan.row_order]
     return rearrange(out, "b h n w d -> b h (n w) d")
 
 
@@ -171,9 +178,8 @@ def _block_mask(plan: SparsePlan, batch_padding: bool, device: torch.device):
     from torch.nn.attention.flex_attention import BlockMask
     key = (batch_padding, str(device))
     if key not in plan.block_masks:
-        layout = plan.layout.to(device)
-        counts = layout.sum(dim=-1).to(torch.int32)[None]                  # (1, H, nb)
-        index = torch.argsort((~layout).to(torch.uint8), dim=-1, stable=True).to(torch.int32)[None]
+        index, counts = _kv_blocks(plan.layout.to(device))
+        index, counts = index.to(torch.int32)[None], counts.to(torch.int32)[None]   # (1, H, nb, nb), (1, H, nb)
         length = plan.num_blocks * plan.block_size
         if batch_padding:   # partial blocks: the key-padding mask_mod runs inside every block
             mask = BlockMask.from_kv_blocks(counts, index, BLOCK_SIZE=plan.block_size,
