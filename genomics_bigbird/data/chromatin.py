@@ -132,6 +132,7 @@ def peak_labels(bins: Sequence[BedRecord], peaks: Mapping[str, Iterable[BedRecor
                 feature_names: Sequence[str], min_fraction: float = 0.5) -> np.ndarray:
     """Labels (bins x features): 1 where >= `min_fraction` of the bin lies in that feature's peaks."""
     chroms = np.array([contig_key(b.chrom) for b in bins], dtype=object)
+    rows_of = {chrom: np.flatnonzero(chroms == chrom) for chrom in dict.fromkeys(chroms)}  # once, not per feature
     bin_starts = np.array([b.start for b in bins], dtype=np.int64)
     bin_ends = np.array([b.end for b in bins], dtype=np.int64)
     lengths = bin_ends - bin_starts
@@ -141,8 +142,8 @@ def peak_labels(bins: Sequence[BedRecord], peaks: Mapping[str, Iterable[BedRecor
         for peak in peaks.get(feature, ()):
             by_chrom.setdefault(contig_key(peak.chrom), []).append((peak.start, peak.end))
         for chrom, intervals in by_chrom.items():
-            rows = np.flatnonzero(chroms == chrom)
-            if not len(rows):
+            rows = rows_of.get(chrom)
+            if rows is None:
                 continue
             peak_array = np.array(intervals, dtype=np.int64)
             covered = covered_bases(bin_starts[rows], bin_ends[rows], peak_array[:, 0], peak_array[:, 1])
@@ -215,19 +216,25 @@ class ChromatinSplit:
     valid_region: str = "chr7:30508751-35296850"
     exclude_contigs: tuple[str, ...] = ("chrX", "chrY", "chrM")
     _region: tuple[str, int, int] = field(init=False, repr=False, compare=False)
+    _test_keys: frozenset[str] = field(init=False, repr=False, compare=False)
+    _exclude_keys: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_region", parse_region(self.valid_region))
+        # assign() runs once per bin: parse the region and key the contig lists once here.
+        region_chrom, region_start, region_end = parse_region(self.valid_region)
+        object.__setattr__(self, "_region", (contig_key(region_chrom), region_start, region_end))
+        object.__setattr__(self, "_test_keys", frozenset(map(contig_key, self.test_contigs)))
+        object.__setattr__(self, "_exclude_keys", frozenset(map(contig_key, self.exclude_contigs)))
 
     def assign(self, chrom: str, start: int, end: int) -> str | None:
         """Return "train", "valid" or "test" for a bin, or None when its contig is excluded."""
         name = contig_key(chrom)
-        if name in {contig_key(c) for c in self.test_contigs}:
+        if name in self._test_keys:
             return "test"
-        region_chrom, region_start, region_end = self._region
-        if name == contig_key(region_chrom) and region_start <= (start + end) // 2 < region_end:
+        region_key, region_start, region_end = self._region
+        if name == region_key and region_start <= (start + end) // 2 < region_end:
             return "valid"
-        if name in {contig_key(c) for c in self.exclude_contigs}:
+        if name in self._exclude_keys:
             return None
         return "train"
 
