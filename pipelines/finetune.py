@@ -128,19 +128,6 @@ def check_train(train: FinetuneTrain) -> None:
         raise InputError(f"train.pos_weight must be positive, got {train.pos_weight}")
 
 
-def load_pretrained(path: Path, tokenizer, tokenizer_path: Path):
-    """(state_dict, metadata) of the pretrained checkpoint, refused if made with another tokenizer."""
-    from genomics_bigbird.evaluate.classifier import check_tokenizer
-    from genomics_bigbird.model import load_checkpoint
-
-    try:
-        state_dict, meta = load_checkpoint(path)
-    except (FileNotFoundError, ValueError) as err:
-        raise InputError(str(err)) from None
-    check_tokenizer(meta, path, tokenizer.sha256, tokenizer_path)
-    return state_dict, meta
-
-
 def resolve_encoder(model: str | dict | None, pretrained_meta: dict | None, log: logging.Logger):
     """EncoderConfig: the pretrained checkpoint's (plus `model` mapping overrides), else from `model`."""
     if pretrained_meta is None:
@@ -172,13 +159,12 @@ def summarize(totals: dict[str, float], lr: float, seconds: float, step: int, ep
 
 
 def validate(engine, labeled, tokenizer, task: str, *, batch_size: int, device, max_length: int,
-             block_size: int, progress) -> dict:
+             block_size: int) -> dict:
     """Forward-strand metrics of the valid split (the RC ensemble is `gbb evaluate`'s job)."""
     from genomics_bigbird.evaluate.classifier import predict_split, task_metrics
 
     predictions = predict_split(engine.module, labeled, tokenizer, "valid", batch_size=batch_size, device=device,
-                                max_length=max_length, pad_to_multiple_of=block_size, strands=("forward",),
-                                progress=progress)
+                                max_length=max_length, pad_to_multiple_of=block_size, strands=("forward",))
     labels = labeled.labels(labeled.indices("valid"))
     return task_metrics(task, labels, predictions.forward, labeled.feature_names, labeled.feature_groups)
 
@@ -202,6 +188,7 @@ def main(config: FinetuneConfig, quiet: bool = False) -> dict[str, Any]:
     import torch.distributed as dist
 
     from genomics_bigbird.data.labeled import LabeledWindows, TokenizedWindows, collate_windows
+    from genomics_bigbird.evaluate.classifier import load_trained
     from genomics_bigbird.model import build_classifier, load_encoder_weights, save_checkpoint
     from genomics_bigbird.tokenizer import DNATokenizer
     from genomics_bigbird.train import engine as ds
@@ -224,7 +211,7 @@ def main(config: FinetuneConfig, quiet: bool = False) -> dict[str, Any]:
     if num_train == 0 or num_valid == 0:
         raise InputError(f"needs rows in the train and valid splits (train {num_train}, valid {num_valid})", data_path)
     pretrained_path = resolve_path(config.pretrained) if config.pretrained else None
-    pretrained_state, pretrained_meta = (load_pretrained(pretrained_path, tokenizer, tokenizer_path)
+    pretrained_state, pretrained_meta = (load_trained(pretrained_path, tokenizer.sha256, tokenizer_path)
                                          if pretrained_path else (None, None))
     model_config = resolve_encoder(config.model, pretrained_meta, log)
     data = dataclasses.replace(config.data, max_length=config.data.max_length or model_config.max_position)
@@ -309,7 +296,7 @@ def main(config: FinetuneConfig, quiet: bool = False) -> dict[str, Any]:
                 if step % train.eval_every == 0 or last:
                     valid = validate(engine, labeled, tokenizer, task, batch_size=train.eval_batch_size,
                                      device=ctx.device, max_length=data.max_length,
-                                     block_size=model_config.block_size, progress=_quiet_progress)
+                                     block_size=model_config.block_size)
                     scored = valid_record(task, valid, step, position.epoch)
                     score = _same_on_all_ranks(scored["valid_auroc"], ctx.device)
                     if best["step"] is None or score > best["valid_auroc"]:
@@ -331,10 +318,6 @@ def main(config: FinetuneConfig, quiet: bool = False) -> dict[str, Any]:
     if dist.is_initialized():
         dist.barrier()
     return dict(job.outputs)
-
-
-def _quiet_progress(iterable, **_):
-    return iterable
 
 
 def _same_on_all_ranks(value: float, device) -> float:

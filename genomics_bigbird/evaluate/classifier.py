@@ -29,11 +29,7 @@ def load_classifier(directory: str | os.PathLike, tokenizer_sha256: str | None =
     names the checkpoint, the tokenizer file and both checksums.
     """
     directory = Path(directory)
-    try:
-        state_dict, meta = load_checkpoint(directory)
-    except (FileNotFoundError, ValueError) as err:
-        raise InputError(str(err), directory) from None
-    check_tokenizer(meta, directory, tokenizer_sha256, tokenizer_path)
+    state_dict, meta = load_trained(directory, tokenizer_sha256, tokenizer_path)
     if "head.classifier.weight" not in state_dict:
         raise InputError(f"not a fine-tuned classifier (task {meta.get('task')!r}); pass the checkpoint "
                          f"written by `gbb finetune` (its best/ directory)", directory)
@@ -41,6 +37,21 @@ def load_classifier(directory: str | os.PathLike, tokenizer_sha256: str | None =
                              int(state_dict["head.classifier.weight"].shape[0]))
     model.load_state_dict(state_dict)
     return model.eval(), meta
+
+
+def load_trained(directory: str | os.PathLike, tokenizer_sha256: str | None = None,
+                 tokenizer_path: str | os.PathLike | None = None) -> tuple[dict, dict]:
+    """(state_dict, metadata) of a checkpoint (pretrained or fine-tuned), as InputErrors for the user.
+
+    A missing or unreadable checkpoint, or one trained with another tokenizer (`check_tokenizer`),
+    is an InputError naming the checkpoint.
+    """
+    try:
+        state_dict, meta = load_checkpoint(directory)
+    except (FileNotFoundError, ValueError) as err:
+        raise InputError(str(err), directory) from None
+    check_tokenizer(meta, directory, tokenizer_sha256, tokenizer_path)
+    return state_dict, meta
 
 
 def check_tokenizer(meta: dict, checkpoint: str | os.PathLike, tokenizer_sha256: str | None,
