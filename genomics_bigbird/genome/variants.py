@@ -139,9 +139,7 @@ def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
 
 def _header_problem(path: Path) -> InputError:
     """Find the line that makes a VCF header unreadable (pysam says only 'invalid header')."""
-    with open(path, "rb") as probe:
-        magic = probe.read(4)
-    if magic[:3] == b"BCF" or (magic[:2] == b"\x1f\x8b" and _is_bcf(path)):
+    if _is_binary(path):
         return InputError("BCF header could not be read (truncated or corrupt file?)", path)
     for number, line in _text_lines(path):
         if number == 1 and not line.startswith("##fileformat=VCF"):
