@@ -18,7 +18,7 @@ from genomics_bigbird.errors import InputError
 from genomics_bigbird.genome.intervals import BedRecord
 from genomics_bigbird.genome.liftover import ChainLifter, LiftoverResult
 from genomics_bigbird.genome.reference import ReferenceGenome, contig_key
-from genomics_bigbird.genome.windows import extract_windows
+from genomics_bigbird.genome.windows import extract_windows, tss_of
 from genomics_bigbird.data.labeled import LabeledWriter
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def tss_record(record: BedRecord, mode: str = "auto") -> BedRecord:
             mode = "epdnew" if record.length == EPDNEW_UPSTREAM + EPDNEW_DOWNSTREAM + 1 else "record"
     plus = record.strand == "+"
     if mode == "record":
-        tss = record.start if plus else record.end - 1
+        tss = tss_of(record)
     elif mode == "thick":
         try:
             thick_start, thick_end = int(record.extra[0]), int(record.extra[1])
