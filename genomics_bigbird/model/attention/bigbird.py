@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from genomics_bigbird.model.attention.padding import (
-    compute_dtype, masked_softmax, pad_length, pad_mask, real_token_mask)
+    attend_all_if_empty, compute_dtype, masked_softmax, pad_length, pad_mask, real_token_mask)
 
 BACKENDS = ("auto", "gather", "flex", "dense")
 
@@ -113,7 +113,7 @@ def _dense_attention(q, k, v, layout, block_size, real) -> torch.Tensor:
     """Masked SDPA over the token-level expansion of the layout (O(L^2) memory: tests only)."""
     allowed = layout.repeat_interleave(block_size, 1).repeat_interleave(block_size, 2)
     allowed = allowed[None] & real[:, None, None, :]                    # (B, H, L, L)
-    allowed = allowed | ~allowed.any(dim=-1, keepdim=True)              # keep empty rows finite
+    allowed = attend_all_if_empty(allowed)                              # keep empty rows finite
     ct = compute_dtype(q.dtype)
     out = F.scaled_dot_product_attention(q.to(ct), k.to(ct), v.to(ct), attn_mask=allowed)
     return out.to(q.dtype)
@@ -214,8 +214,7 @@ def _flex_mask_mod(plan: SparsePlan, real, layout_in_mask: bool):
     mask_mod must carry the layout itself: a (H, nb, nb) block table, never a token table.
     """
     if real is not None:
-        # A sequence with no real token: let its rows see every key (finite, unused).
-        real = real | ~real.any(dim=-1, keepdim=True)
+        real = attend_all_if_empty(real)
     layout, bs = plan.layout, plan.block_size
 
     def key_is_real(b, h, q_idx, kv_idx):

@@ -2,7 +2,7 @@
 import torch
 import torch.nn.functional as F
 
-from genomics_bigbird.model.attention.padding import real_token_mask
+from genomics_bigbird.model.attention.padding import attend_all_if_empty, real_token_mask
 
 
 def full_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -11,8 +11,5 @@ def full_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     if attention_mask is None:
         return F.scaled_dot_product_attention(q, k, v)
     batch, _, length, _ = k.shape
-    real = real_token_mask(attention_mask, batch, length, k.device)
-    # A sequence with no real token would give an all-masked row (NaN in SDPA): let it see
-    # every key instead; its outputs are padding and only need to be finite.
-    real = real | ~real.any(dim=-1, keepdim=True)
+    real = attend_all_if_empty(real_token_mask(attention_mask, batch, length, k.device))
     return F.scaled_dot_product_attention(q, k, v, attn_mask=real[:, None, None, :])

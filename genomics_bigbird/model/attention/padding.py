@@ -14,6 +14,15 @@ def real_token_mask(attention_mask: torch.Tensor | None, batch: int, length: int
     return attention_mask.to(device=device, dtype=torch.bool)
 
 
+def attend_all_if_empty(allowed: torch.Tensor) -> torch.Tensor:
+    """Open every key to a row of a (..., keys) mask that allows none (a sequence with no real token).
+
+    Such a row would be fully masked, which SDPA and flex turn into NaN; its outputs are padding
+    and only need to be finite.
+    """
+    return allowed | ~allowed.any(dim=-1, keepdim=True)
+
+
 def pad_length(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Right-pad the length axis (-2) of x: (..., length, dim) with zeros to a multiple."""
     extra = -x.shape[-2] % multiple
