@@ -16,13 +16,18 @@ from genomics_bigbird.atomic import atomic_write
 _VERSIONED = ("genomics-bigbird", "torch", "numpy", "pysam", "sentencepiece", "h5py", "deepspeed")
 
 
-def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    """Return the hex SHA-256 of a file, read in chunks (works for multi-GB FASTA)."""
-    digest = hashlib.sha256()
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256", chunk_size: int = 1 << 20) -> str:
+    """Return the hex digest (sha256, md5, ...) of a file, read in chunks (works for multi-GB FASTA)."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         while block := handle.read(chunk_size):
             digest.update(block)
     return digest.hexdigest()
+
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """Return the hex SHA-256 of a file."""
+    return file_digest(path, "sha256", chunk_size)
 
 
 def software_versions() -> dict[str, str]:

@@ -8,7 +8,6 @@ what was fetched (sizes, checksums, where each expectation came from) for `gbb d
 """
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import os
@@ -23,6 +22,7 @@ import yaml
 
 from genomics_bigbird import __version__
 from genomics_bigbird.errors import InputError
+from genomics_bigbird.manifest import file_digest
 from pipelines.job import Job
 
 MANIFEST_DIR = Path(__file__).resolve().parents[1] / "data_manifests"
@@ -119,15 +119,6 @@ def published_checksum(checksum_url: str, filename: str) -> str:
         if len(words) >= 2 and Path(words[-1]).name == filename:
             return words[0].lower()
     raise InputError(f"no checksum for {filename} in the published checksum file", checksum_url)
-
-
-def file_digest(path: str | Path, algorithm: str) -> str:
-    """Hex digest (md5 or sha256) of a file, read in chunks."""
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as handle:
-        while block := handle.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _content_range(header: str | None) -> tuple[int | None, int | None]:
