@@ -134,7 +134,7 @@ class _Planter:
     def write(self, contig: str, pos: int, motif: str, forward: bool) -> bool:
         text = motif if forward else reverse_complement(motif)
         end = pos + len(text)
-        if pos < 0 or end > len(self.seqs[contig]) or self.occupied[contig][pos:end].any():
+        if not self._free(contig, pos, len(text)):
             return False
         self.seqs[contig][pos:end] = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
         self.occupied[contig][pos:end] = True
@@ -248,6 +248,7 @@ def contig_labels(seq: np.ndarray, tss: np.ndarray, features: list[Feature]) -> 
     binned = seq[: n_bins * BIN_SIZE].reshape(n_bins, BIN_SIZE)
     starts = np.arange(n_bins) * BIN_SIZE
     labels = np.zeros((n_bins, len(features)), dtype=bool)
+    sorted_tss = np.append(np.sort(tss), np.iinfo(np.int64).max)  # sentinel: "no TSS at or after"
 
     def in_bin(motif: str, strands=(0, 1)) -> np.ndarray:
         return np.logical_or.reduce([_bins_containing(hits[motif][s], len(motif), n_bins) for s in strands])
@@ -271,8 +272,7 @@ def contig_labels(seq: np.ndarray, tss: np.ndarray, features: list[Feature]) -> 
         else:
             col = np.zeros(n_bins, dtype=bool)
         if f.tss_within is not None and len(tss):
-            near = np.searchsorted(np.sort(tss), starts - f.tss_within)  # first TSS >= start - d
-            sorted_tss = np.append(np.sort(tss), np.iinfo(np.int64).max)
+            near = np.searchsorted(sorted_tss[:-1], starts - f.tss_within)  # first TSS >= start - d
             col = col | (sorted_tss[near] < starts + BIN_SIZE + f.tss_within)
         labels[:, j] = col
     return labels
