@@ -40,25 +40,27 @@ def _is_path(item) -> bool:
     return isinstance(item, os.PathLike) or (isinstance(item, str) and not item.strip().isalpha())
 
 
-def _iter_sentences(files_or_iterable: str | os.PathLike | Iterable, seen: set[str]) -> Iterator[str]:
-    """Yield normalized, non-empty sentences from corpus files (one per line) and/or sequences."""
+def _iter_texts(files_or_iterable: str | os.PathLike | Iterable) -> Iterator[str]:
+    """Yield the raw lines of corpus files and the sequences given directly, in order."""
     if isinstance(files_or_iterable, (str, os.PathLike)):
         files_or_iterable = [files_or_iterable]
     for item in files_or_iterable:
-        if _is_path(item):
-            if not Path(item).is_file():
-                raise InputError("corpus file not found", item)
-            with open(item) as handle:
-                for line in handle:
-                    sentence = normalize(line.strip())
-                    if sentence:
-                        seen.update(sentence)
-                        yield sentence
-        else:
-            sentence = normalize(item.strip())
-            if sentence:
-                seen.update(sentence)
-                yield sentence
+        if not _is_path(item):
+            yield item
+            continue
+        if not Path(item).is_file():
+            raise InputError("corpus file not found", item)
+        with open(item) as handle:
+            yield from handle
+
+
+def _iter_sentences(files_or_iterable: str | os.PathLike | Iterable, seen: set[str]) -> Iterator[str]:
+    """Yield normalized, non-empty sentences from corpus files (one per line) and/or sequences."""
+    for text in _iter_texts(files_or_iterable):
+        sentence = normalize(text.strip())
+        if sentence:
+            seen.update(sentence)
+            yield sentence
 
 
 def sample_sentences(sentences: Iterable[str], size: int, rng: np.random.Generator) -> list[str]:
