@@ -62,7 +62,6 @@ def _combiner_ref(q, k, v, attention_mask, partition) -> torch.Tensor:
     q, k, v = q.double(), k.double(), v.double()
     batch, heads, length, _ = q.shape
     real = _real(attention_mask, q).tolist()
-    out = torch.zeros_like(q)
     rows = []
     for b in range(batch):
         for h in range(heads):
@@ -74,7 +73,7 @@ def _combiner_ref(q, k, v, attention_mask, partition) -> torch.Tensor:
                 else:                           # nothing real to attend to: padding, NaN
                     outputs.append(torch.full_like(q[b, h, i], float("nan")))
             rows.append(torch.stack(outputs))
-    return torch.stack(rows).view_as(out)
+    return torch.stack(rows).view_as(q)
 
 
 def combiner_fixed_ref(q, k, v, span: int, attention_mask=None) -> torch.Tensor:
