@@ -58,9 +58,10 @@ def write_manifest(
     config: Mapping[str, Any] | None = None,
     seed: int | None = None,
     outputs: Mapping[str, Any] | None = None,
+    runtime: Mapping[str, Any] | None = None,
     name: str = "manifest.json",
 ) -> Path:
-    """Write `out_dir/name` describing how the directory's contents were made."""
+    """Write `out_dir/name` describing how the directory's contents were made (runtime: e.g. thread count)."""
     manifest = {
         "command": command,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -68,6 +69,7 @@ def write_manifest(
         "inputs": describe_inputs(inputs),
         "config": dict(config or {}),
         "outputs": dict(outputs or {}),
+        "runtime": dict(runtime or {}),
         "versions": software_versions(),
     }
     path = Path(out_dir) / name

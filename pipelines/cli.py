@@ -13,6 +13,7 @@ from typing import Sequence
 
 from genomics_bigbird import __version__
 from genomics_bigbird.errors import InputError, TrainingError
+from pipelines.threads import apply_threads
 
 # (words of the command) -> (module, one-line help). Order is the order of `gbb --help`.
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
@@ -66,6 +67,9 @@ def parse(argv: Sequence[str]) -> tuple[ModuleType, argparse.Namespace]:
     module_name, help_text = commands[match]
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog="gbb " + " ".join(match), description=help_text)
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads (torch, tokenization, workers); default: OMP_NUM_THREADS, "
+                             "else the usable cores that other work leaves free")
     module.add_arguments(parser, match)
     args = parser.parse_intermixed_args(argv[len(match):])
     args.command = match
@@ -87,6 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gbb: error: {err}", file=sys.stderr)
         return 2
     prog = "gbb " + " ".join(args.command)
+    try:
+        args.threads = apply_threads(args.threads).threads
+    except ValueError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
     try:
         return int(module.run(args) or 0)
     except (InputError, TrainingError) as err:

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from genomics_bigbird.atomic import atomic_write
 from genomics_bigbird.manifest import write_manifest
+from pipelines import threads
 
 _CAPTURED = ("gbb", "genomics_bigbird")
 
@@ -57,6 +58,8 @@ class Job:
             for handler in self._handlers:
                 logger.addHandler(handler)
         self.log.info("started; outputs in %s", self.out_dir)
+        if (choice := threads.current()) is not None:
+            self.log.info("using %s", choice.describe())
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -64,8 +67,10 @@ class Job:
         try:
             if exc_type is None:
                 self.outputs.setdefault("elapsed_s", round(elapsed, 2))
+                choice = threads.current()
+                runtime = {"threads": choice.threads, "threads_reason": choice.reason} if choice else {}
                 write_manifest(self.out_dir, command=self.name, inputs=self.inputs, config=self.config,
-                               seed=self.seed, outputs=self.outputs, name=self.manifest_name)
+                               seed=self.seed, outputs=self.outputs, runtime=runtime, name=self.manifest_name)
                 self.log.info("done in %.1f s", elapsed)
             else:
                 self.log.error("failed after %.1f s: %s", elapsed, exc)

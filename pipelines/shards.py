@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from genomics_bigbird.data.corpus import COUNTS_JSON, corpus_files
@@ -43,7 +42,6 @@ def add_arguments(parser: argparse.ArgumentParser, command: tuple[str, ...]) -> 
     parser.add_argument("--tokenizer", required=True, help="tokenizer model (PREFIX.model from `gbb tokenizer train`)")
     parser.add_argument("--out", required=True, help="output directory for the shards")
     parser.add_argument("--documents-per-shard", type=int, default=1000, help="documents per shard (default 1000)")
-    parser.add_argument("--threads", type=int, default=min(8, os.cpu_count() or 1), help="tokenization threads")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or console log")
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import zlib
 from pathlib import Path
 from typing import Iterator
@@ -84,7 +83,6 @@ def add_arguments(parser: argparse.ArgumentParser, command: tuple[str, ...]) -> 
     parser.add_argument("--vocab-size", type=int, default=32000, help="vocabulary size incl. 5 specials (default 32000)")
     parser.add_argument("--input-sentence-size", type=int, default=1_000_000,
                         help="sentences sampled for training (0: all; default 1,000,000)")
-    parser.add_argument("--threads", type=int, default=min(8, os.cpu_count() or 1), help="training threads")
     parser.add_argument("--seed", type=int, default=0, help="random seed (sampling and hold-out; default 0)")
     parser.add_argument("--holdout-fraction", type=float, default=0.01,
                         help="fraction of documents held out for the bp/token report (default 0.01)")

@@ -1,5 +1,11 @@
 """Shared fixtures: the simulated genome every layer's tests run on, and a tiny BigBird classifier."""
+import os
+
 import pytest
+
+# `gbb` commands run in-process take their default thread count from here (pipelines/threads.py):
+# pytest-xdist already runs one process per core.
+os.environ["OMP_NUM_THREADS"] = "1"
 
 from genomics_bigbird.genome.simulate import SimulatedGenome, simulate
 
