@@ -1,10 +1,12 @@
 import pytest
 import torch
+from torch.nn.attention.flex_attention import _ordered_to_dense
 
 from genomics_bigbird.model.attention import (
     SparsePlan, bigbird_layout, block_sparse_attention, build_attention, global_pattern,
     random_pattern, window_pattern)
-from genomics_bigbird.model.attention.reference import bigbird_ref
+from genomics_bigbird.model.attention.bigbird import compiled_flex_attention, flex_block_count, flex_inputs
+from genomics_bigbird.model.attention.reference import bigbird_ref, full_ref
 from genomics_bigbird.model.attention.select import layer_seed
 
 # The eager (CPU) FlexAttention path warns that it is unfused; that is what we test here.
@@ -194,3 +196,104 @@ def test_bigbird_module_has_no_parameters_and_uses_the_layer_seed():
     torch.testing.assert_close(out, block_sparse_attention(q, k, v, layout, 8, mask))
     assert torch.equal(modules[1].plan(10, q.device).layout, layout)
     assert not torch.equal(modules[0].plan(10, q.device).layout, layout)   # layers differ
+
+
+# ---------------------------------------------------------------- the CUDA flex path, checked on CPU
+# On CUDA, flex runs compiled: the kernel visits the BlockMask's blocks and evaluates mask_mod in
+# its partial blocks. Run eagerly (e.g. after a recompile-limit fallback) flex ignores the blocks
+# and applies mask_mod to the dense score matrix. These tests take the objects flex_inputs builds
+# for the CUDA path and check that both readings compute the layout and nothing else.
+
+def flex_case(length, block=8, heads=2, batch=2, seed=0, padded=True):
+    nb = -(-length // block)
+    layout = bigbird_layout(nb, heads, num_global_blocks=1, num_random_blocks=1, seed=seed)
+    q, k, v = qkv(batch=batch, heads=heads, length=length, seed=seed)
+    mask = right_padding(batch, length, [length] + [length // 2] * (batch - 1)) if padded else None
+    return layout, (q, k, v), mask
+
+
+def cuda_path_inputs(layout, q, k, v, mask, block=8):
+    return flex_inputs(q, k, v, SparsePlan.from_layout(layout, block), mask)
+
+
+def kernel_token_mask(block_mask, batch):
+    """(batch, H, L, L): the (query, key) pairs a block-sparse kernel scores: full blocks whole, partial ones through mask_mod."""
+    from torch.nn.attention.flex_attention import create_mask
+    bs = block_mask.BLOCK_SIZE[0]
+    partial = _ordered_to_dense(block_mask.kv_num_blocks, block_mask.kv_indices, block_mask.kv_indices.shape[-1])
+    full = _ordered_to_dense(block_mask.full_kv_num_blocks, block_mask.full_kv_indices,
+                             block_mask.full_kv_indices.shape[-1])
+    expand = lambda blocks: blocks.repeat_interleave(bs, -2).repeat_interleave(bs, -1).bool()  # noqa: E731
+    length = partial.shape[-1] * bs
+    evaluated = create_mask(block_mask.mask_mod, batch, partial.shape[1], length, length, device="cpu")
+    return expand(full) | (expand(partial) & evaluated)
+
+
+@pytest.mark.parametrize("length", [96, 100, 200])       # 12, 13 and 25 blocks of 8: padded to 12, 16, 32
+@pytest.mark.parametrize("padded", [False, True])
+def test_cuda_path_block_mask_lists_exactly_the_layout(length, padded):
+    layout, (q, k, v), mask = flex_case(length, padded=padded)
+    nb = layout.shape[-1]
+    _, _, _, block_mask = cuda_path_inputs(layout, q, k, v, mask)
+    dense = block_mask.to_dense()[0]                                     # (H, nbp, nbp)
+    assert dense.shape[-1] == flex_block_count(nb) > nb or length == 96
+    assert torch.equal(dense[:, :nb, :nb], layout)
+    assert not dense[:, nb:].any() and not dense[:, :, nb:].any()        # padding blocks: never visited
+    # token level, what the compiled kernel scores: the layout, at real keys only
+    real = torch.ones(2, length, dtype=torch.bool) if mask is None else mask
+    expected = layout.repeat_interleave(8, 1).repeat_interleave(8, 2)[None, :, :length, :length] & real[:, None, None]
+    assert torch.equal(kernel_token_mask(block_mask, 2)[:, :, :length, :length], expected)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_cuda_path_mask_mod_run_eagerly_equals_the_float64_reference(padded):
+    from torch.nn.attention.flex_attention import flex_attention
+    length = 150                                                         # 19 blocks, padded to 24
+    layout, (q, k, v), mask = flex_case(length, padded=padded)
+    inputs = cuda_path_inputs(layout, q, k, v, mask)
+    # eager flex: mask_mod on the dense score matrix, block lists ignored
+    out = flex_attention(*inputs[:3], block_mask=inputs[3])[:, :, :length]
+    ref = bigbird_ref(q, k, v, layout, 8, mask)
+    real = length // 2 if padded else length
+    torch.testing.assert_close(out[0].double(), ref[0], atol=2e-6, rtol=1e-5)
+    torch.testing.assert_close(out[1, :, :real].double(), ref[1, :, :real], atol=2e-6, rtol=1e-5)
+    assert (out[0].double() - full_ref(q, k, v, mask)[0]).abs().max() > 0.1   # and it is not dense attention
+
+
+def test_compiled_flex_over_many_lengths_stays_the_layout_with_one_graph_per_length_step():
+    # 12 lengths (block multiples and not, batch 2 to 4), more than torch's default limit of 8
+    # recompiles: each result still equals the reference and differs from dense attention.
+    from torch._dynamo.utils import counters
+    lengths = [100, 96, 130, 150, 199, 64 * 4 + 3, 210, 300, 333, 390, 101, 257]
+    graphs_before = counters["stats"]["unique_graphs"]
+    for i, length in enumerate(lengths):
+        layout, (q, k, v), mask = flex_case(length, batch=2 + i % 3, seed=i)
+        inputs = cuda_path_inputs(layout, q, k, v, mask)
+        out = compiled_flex_attention(*inputs, backend="aot_eager")[:, :, :length]
+        ref = bigbird_ref(q, k, v, layout, 8, mask)
+        torch.testing.assert_close(out[0].double(), ref[0], atol=2e-6, rtol=1e-5)
+        torch.testing.assert_close(out[1:, :, :length // 2].double(), ref[1:, :, :length // 2], atol=2e-6, rtol=1e-5)
+        assert (out[0].double() - full_ref(q, k, v, mask)[0]).abs().max() > 0.1
+    steps = {flex_block_count(-(-n // 8)) for n in lengths}
+    assert len(steps) == 6                                 # 12, 16, 24, 32, 48, 64: at most one graph each, whatever the batch
+    assert counters["stats"]["unique_graphs"] - graphs_before <= len(steps)
+
+
+@pytest.mark.parametrize("per_function_limit", [True, False])   # torch >= 2.12, and the config patch before it
+def test_a_recompile_limit_hit_raises_instead_of_running_flex_eagerly(monkeypatch, per_function_limit):
+    import torch._dynamo
+    from torch._dynamo.exc import FailOnRecompileLimitHit
+
+    from genomics_bigbird.model.attention import bigbird
+    torch._dynamo.reset()
+    monkeypatch.setattr(bigbird, "FLEX_RECOMPILE_LIMIT", 2)
+    monkeypatch.setattr(bigbird, "_COMPILE_TAKES_RECOMPILE_LIMIT", per_function_limit)
+    try:
+        for length in (100, 130):                          # two length steps: two graphs, within the limit
+            layout, (q, k, v), mask = flex_case(length)
+            compiled_flex_attention(*cuda_path_inputs(layout, q, k, v, mask), backend="aot_eager")
+        layout, (q, k, v), mask = flex_case(199)           # a third step
+        with pytest.raises(FailOnRecompileLimitHit):
+            compiled_flex_attention(*cuda_path_inputs(layout, q, k, v, mask), backend="aot_eager")
+    finally:
+        torch._dynamo.reset()

@@ -1,4 +1,4 @@
-"""BigBird block-sparse attention (seeds/000 §D, Fig. 4-6) with gather, flex and dense backends.
+"""BigBird block-sparse attention (Zaheer et al. 2020, appendix D, Fig. 4-6): gather, flex and dense backends.
 
 All backends compute the same thing: dense softmax attention restricted to the token-level
 expansion of a block layout (H, nb, nb) and to real keys. The sequence is padded inside to a
@@ -6,6 +6,7 @@ multiple of the block size; padded keys are masked and padded query rows are cut
 """
 import copy
 import functools
+import inspect
 import math
 from dataclasses import dataclass, field
 
@@ -44,7 +45,7 @@ class SparsePlan:
     kv_valid: torch.Tensor        # (H, Ns, K) bool
     gather_index: torch.Tensor    # (H*Ns*K,) long, into blocks flattened as (head, block)
     row_order: torch.Tensor       # (nb,) long
-    block_masks: dict = field(default_factory=dict)  # flex BlockMasks, keyed by (padded, device)
+    block_masks: dict = field(default_factory=dict)  # FlexTables per device (flex backend)
 
     @classmethod
     def from_layout(cls, layout: torch.Tensor, block_size: int) -> "SparsePlan":
@@ -95,17 +96,16 @@ def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
         backend = "flex" if q.is_cuda and flex_kernel_options(block_size) is not False else "gather"
+    if backend == "flex":
+        plan = (plan or SparsePlan.from_layout(layout, block_size)).to(q.device)
+        return _flex_attention(q, k, v, plan, attention_mask)
     real = pad_mask(real_token_mask(attention_mask, batch, length, q.device), block_size)
-    padded = attention_mask is not None or length % block_size != 0
     q, k, v = (pad_length(x, block_size) for x in (q, k, v))
     if backend == "dense":
         out = _dense_attention(q, k, v, layout.to(q.device), block_size, real)
     else:
         plan = (plan or SparsePlan.from_layout(layout, block_size)).to(q.device)
-        if backend == "gather":
-            out = _gather_attention(q, k, v, plan, real)
-        else:
-            out = _flex_attention(q, k, v, plan, real if padded else None)
+        out = _gather_attention(q, k, v, plan, real)
     return out[:, :, :length]
 
 
@@ -120,7 +120,7 @@ def _dense_attention(q, k, v, layout, block_size, real) -> torch.Tensor:
 
 
 def _gather_attention(q, k, v, plan: SparsePlan, real) -> torch.Tensor:
-    """Blockify, gather each query block's key/value blocks, one batched matmul (seeds/000 Fig. 6)."""
+    """Blockify, gather each query block's key/value blocks, one batched matmul (BigBird appendix D, Fig. 6)."""
     bs, ct = plan.block_size, compute_dtype(q.dtype)
     scale = q.shape[-1] ** -0.5
     q_blocks = rearrange(q, "b h (n w) d -> b h n w d", w=bs)
@@ -154,8 +154,9 @@ def _gather_attention(q, k, v, plan: SparsePlan, real) -> torch.Tensor:
 def flex_kernel_options(block_size: int) -> dict | None | bool:
     """Triton tile sizes for the compiled flex kernel: None = defaults (block 128), False = unsupported.
 
-    The default tiles are 128 wide and refuse smaller sparse blocks (BENCHMARKS.md), so blocks of
-    32 or 64 get tiles that divide them.
+    The default tiles are 128 wide and the compiled kernel refuses smaller sparse blocks ("Q and KV
+    block size must be divisible by BLOCK_M and BLOCK_N"), so blocks of 32 or 64 get tiles that
+    divide them.
     """
     if block_size % 128 == 0:
         return None
@@ -166,66 +167,139 @@ def flex_kernel_options(block_size: int) -> dict | None | bool:
     return False
 
 
-@functools.cache
-def _compiled_flex():
-    """torch.compile(flex_attention), built once per process (compiling is the expensive part)."""
-    from torch.nn.attention.flex_attention import flex_attention
-    return torch.compile(flex_attention, dynamic=False)
+def flex_block_count(num_blocks: int) -> int:
+    """The block count the flex path pads `num_blocks` to: the next of 1, 2, 3, 4, 6, 8, 12, 16, 24, ...
+
+    The compiled kernel is specialized to its input length, so every new length would compile
+    again. On this ladder (two steps per doubling) a job compiles at most one graph per step it
+    reaches, whatever lengths it sees. The padding costs memory, not compute: q/k/v grow by at
+    most 1.5x, but no real query lists a padded key block and padded query rows list none, so the
+    kernel skips them.
+    """
+    if num_blocks < 1:
+        raise ValueError(f"num_blocks must be positive, got {num_blocks}")
+    power = 1 << (num_blocks - 1).bit_length()      # the next power of two >= num_blocks
+    three_quarters = 3 * power // 4
+    return three_quarters if num_blocks <= three_quarters else power
 
 
-def _block_mask(plan: SparsePlan, batch_padding: bool, device: torch.device):
-    """The layout's BlockMask from its kv block indices (never from a dense token mask), cached."""
+# Compiled flex graphs allowed per process before a recompile raises. One graph per
+# (flex_block_count step, dtype, grad mode, batch of one or more); batch sizes share a graph.
+# A job uses a few steps; hitting this means shapes leak into the guards, which must be loud:
+# torch would otherwise run flex eagerly, dense over the whole padded length.
+FLEX_RECOMPILE_LIMIT = 64
+
+
+@dataclass
+class FlexTables:
+    """What the flex path derives once per (plan, device): the layout padded to flex_block_count and its BlockMasks."""
+
+    layout: torch.Tensor     # (H, nbp, nbp) bool, False in padded rows and columns
+    partial: object          # BlockMask: every layout block evaluates mask_mod (key padding present)
+    full: object             # BlockMask: every layout block is full (mask_mod never evaluated)
+
+
+def _flex_tables(plan: SparsePlan, device: torch.device) -> FlexTables:
+    """The plan's padded layout and BlockMasks built from its kv block indices (never a dense token mask), cached."""
     from torch.nn.attention.flex_attention import BlockMask
-    key = (batch_padding, str(device))
+    key = str(device)
     if key not in plan.block_masks:
-        index, counts = _kv_blocks(plan.layout.to(device))
-        index, counts = index.to(torch.int32)[None], counts.to(torch.int32)[None]   # (1, H, nb, nb), (1, H, nb)
-        length = plan.num_blocks * plan.block_size
-        if batch_padding:   # partial blocks: the key-padding mask_mod runs inside every block
-            mask = BlockMask.from_kv_blocks(counts, index, BLOCK_SIZE=plan.block_size,
+        nb, nbp = plan.num_blocks, flex_block_count(plan.num_blocks)
+        layout = torch.zeros(plan.layout.shape[0], nbp, nbp, dtype=torch.bool, device=device)
+        layout[:, :nb, :nb] = plan.layout.to(device)
+        index, counts = _kv_blocks(layout)
+        index, counts = index.to(torch.int32)[None], counts.to(torch.int32)[None]   # (1, H, nbp, nbp), (1, H, nbp)
+        zeros, length = torch.zeros_like(counts), nbp * plan.block_size
+
+        def block_mask(partial_counts, full_counts):
+            # Both kinds always carry partial and full blocks, so they share one compiled graph.
+            return BlockMask.from_kv_blocks(partial_counts, index, full_counts, index, BLOCK_SIZE=plan.block_size,
                                             seq_lengths=(length, length))
-        else:               # full blocks: no mask_mod evaluated at all
-            zeros = torch.zeros_like(counts)
-            mask = BlockMask.from_kv_blocks(zeros, index, counts, index, BLOCK_SIZE=plan.block_size,
-                                            seq_lengths=(length, length))
-        plan.block_masks[key] = mask
+        plan.block_masks[key] = FlexTables(layout, block_mask(counts, zeros), block_mask(zeros, counts))
     return plan.block_masks[key]
 
 
-def _flex_attention(q, k, v, plan: SparsePlan, real) -> torch.Tensor:
-    """FlexAttention with a kv-index BlockMask; compiled on CUDA, eager (forward only) elsewhere."""
-    from torch.nn.attention.flex_attention import flex_attention
-    compiled = q.is_cuda
-    block_mask = _block_mask(plan, real is not None, q.device)
-    if real is not None or not compiled:
-        block_mask = copy.copy(block_mask)
-        block_mask.mask_mod = _flex_mask_mod(plan, real, layout_in_mask=not compiled)
-    if compiled:
-        options = flex_kernel_options(plan.block_size)
-        return _compiled_flex()(q, k, v, block_mask=block_mask, kernel_options=options or None)
-    return flex_attention(q, k, v, block_mask=block_mask)
+def flex_inputs(q, k, v, plan: SparsePlan, attention_mask: torch.Tensor | None = None):
+    """(q, k, v, block_mask) padded to flex_block_count blocks: what the compiled and the eager flex call take.
 
-
-def _flex_mask_mod(plan: SparsePlan, real, layout_in_mask: bool):
-    """mask_mod for key padding; with `layout_in_mask`, it also looks the layout up per block.
-
-    The compiled kernel skips blocks by the BlockMask's indices, so padding is all it needs. The
-    eager path ignores block sparsity and applies mask_mod to the dense score matrix, so there the
-    mask_mod must carry the layout itself: a (H, nb, nb) block table, never a token table.
+    q, k, v: (batch, heads, length, head_dim); attention_mask: (batch, length), True = real token.
+    The BlockMask lists the layout's blocks; its mask_mod carries the layout too (and the key
+    padding), so flex run eagerly, which applies mask_mod to the dense score matrix and ignores
+    the block lists, computes the same attention. Without key padding every listed block is
+    full and the compiled kernel never evaluates mask_mod.
     """
-    if real is not None:
-        real = attend_all_if_empty(real)
-    layout, bs = plan.layout, plan.block_size
+    batch, _, length, _ = q.shape
+    tables = _flex_tables(plan, q.device)
+    padded_length = tables.layout.shape[-1] * plan.block_size
+    extra = padded_length - length
+    q, k, v = (F.pad(x, (0, 0, 0, extra)) for x in (q, k, v))
+    if attention_mask is None and length == plan.num_blocks * plan.block_size:
+        block_mask, real = tables.full, torch.ones(batch, padded_length, dtype=torch.bool, device=q.device)
+    else:
+        real = F.pad(real_token_mask(attention_mask, batch, length, q.device), (0, extra), value=False)
+        block_mask, real = tables.partial, attend_all_if_empty(real)
+    if not torch.compiler.is_compiling():
+        for x in (q, k, v, real):   # batch sizes share one compiled graph
+            torch._dynamo.maybe_mark_dynamic(x, 0)
+    block_mask = copy.copy(block_mask)
+    block_mask.mask_mod = _layout_mask_mod(tables.layout, real, plan.block_size)
+    return q, k, v, block_mask
 
-    def key_is_real(b, h, q_idx, kv_idx):
-        return real[b, kv_idx]
 
-    def in_layout(b, h, q_idx, kv_idx):
-        return layout[h, q_idx // bs, kv_idx // bs]
-
+def _layout_mask_mod(layout: torch.Tensor, real: torch.Tensor, block_size: int):
+    """mask_mod: the query's block row lists the key's block, and the key is real (block table, never a token table)."""
     def in_layout_and_real(b, h, q_idx, kv_idx):
-        return layout[h, q_idx // bs, kv_idx // bs] & real[b, kv_idx]
+        return layout[h, q_idx // block_size, kv_idx // block_size] & real[b, kv_idx]
+    return in_layout_and_real
 
-    if not layout_in_mask:
-        return key_is_real
-    return in_layout if real is None else in_layout_and_real
+
+def _flex_call(q, k, v, block_mask, kernel_options):
+    from torch.nn.attention.flex_attention import flex_attention
+    return flex_attention(q, k, v, block_mask=block_mask, kernel_options=kernel_options)
+
+
+# torch.compile takes a per-function recompile limit from torch 2.12 on.
+_COMPILE_TAKES_RECOMPILE_LIMIT = "recompile_limit" in inspect.signature(torch.compile).parameters
+
+
+@functools.cache
+def _compiled_flex(backend: str, recompile_limit: int):
+    """torch.compile of the flex call, built once per process and backend (compiling is the expensive part).
+
+    fullgraph=True: past the recompile limit torch raises FailOnRecompileLimitHit instead of
+    running flex eagerly. dynamic=False: each length step gets its own static kernel; batch
+    sizes share it through the batch dimension that flex_inputs marks dynamic. The limit is this
+    function's own where torch.compile takes one (torch >= 2.12); `compiled_flex_attention` sets
+    it around each call otherwise.
+    """
+    options = dict(backend=backend, fullgraph=True, dynamic=False)
+    if _COMPILE_TAKES_RECOMPILE_LIMIT:
+        options["recompile_limit"] = recompile_limit
+    return torch.compile(_flex_call, **options)
+
+
+def compiled_flex_attention(q, k, v, block_mask, kernel_options: dict | None = None, *,
+                            backend: str = "inductor") -> torch.Tensor:
+    """flex_attention compiled with `backend`, on inputs from `flex_inputs`; raises instead of falling back to eager.
+
+    The recompile limit applies to this function alone, not to the rest of the process. Inside a
+    caller's torch.compile the call joins the caller's graph (and the caller's limits).
+    """
+    if torch.compiler.is_compiling():
+        return _flex_call(q, k, v, block_mask, kernel_options)
+    compiled = _compiled_flex(backend, FLEX_RECOMPILE_LIMIT)
+    if _COMPILE_TAKES_RECOMPILE_LIMIT:
+        return compiled(q, k, v, block_mask, kernel_options)
+    with torch._dynamo.config.patch(recompile_limit=FLEX_RECOMPILE_LIMIT):
+        return compiled(q, k, v, block_mask, kernel_options)
+
+
+def _flex_attention(q, k, v, plan: SparsePlan, attention_mask) -> torch.Tensor:
+    """FlexAttention on the padded inputs of `flex_inputs`: compiled on CUDA, eager (forward only) elsewhere."""
+    length = q.shape[-2]
+    q, k, v, block_mask = flex_inputs(q, k, v, plan, attention_mask)
+    if q.is_cuda:
+        out = compiled_flex_attention(q, k, v, block_mask, flex_kernel_options(plan.block_size) or None)
+    else:
+        out = _flex_call(q, k, v, block_mask, None)
+    return out[:, :, :length]
