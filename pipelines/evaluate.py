@@ -178,7 +178,7 @@ def main(config: EvaluateConfig, quiet: bool = False) -> dict[str, Any]:
     from genomics_bigbird.atomic import atomic_path, atomic_write
     from genomics_bigbird.data.labeled import LabeledWindows
     from genomics_bigbird.evaluate.classifier import load_classifier, predict_split, task_metrics
-    from genomics_bigbird.evaluate.ensemble import StrandPredictions, ensemble_models
+    from genomics_bigbird.evaluate.ensemble import StrandPredictions, checkpoint_lengths, ensemble_models
     from genomics_bigbird.evaluate.report import (
         plot_auroc_by_group, plot_roc_pr, plot_training_curves, write_html_report)
     from genomics_bigbird.tokenizer import DNATokenizer
@@ -208,12 +208,13 @@ def main(config: EvaluateConfig, quiet: bool = False) -> dict[str, Any]:
     with Job("evaluate", out_dir, inputs=inputs, config=settings, quiet=quiet) as job:
         by_model: dict[str, StrandPredictions] = {}
         for name, (model, meta) in zip(names, loaded):
-            max_length = config.max_length or meta["extra"].get("max_length") or meta["model_config"]["max_position"]
+            trained_length, block_size = checkpoint_lengths(meta)
+            max_length = config.max_length or trained_length
             job.log.info("%s: %d %s windows, forward and reverse complement, on %s", name, len(rows), config.split,
                          device)
             by_model[name] = predict_split(
                 model.to(device), labeled, tokenizer, config.split, batch_size=config.batch_size, device=device,
-                max_length=max_length, pad_to_multiple_of=meta["model_config"]["block_size"],
+                max_length=max_length, pad_to_multiple_of=block_size,
                 progress=lambda it, total, desc, name=name: job.progress(it, total=total, desc=f"{name} {desc}",
                                                                           unit="window"))
             model.cpu()

@@ -33,7 +33,7 @@ def sigmoid(x):
 
 def test_rc_ensemble_is_mean_of_both_strands():
     model = BaseCounter().train()
-    preds = predict_sequences(model, CharTokenizer(), ["AAT", "GGGC", "AAAAAT"], batch_size=2)
+    preds = predict_sequences(model, CharTokenizer(), ["AAT", "GGGC", "AAAAAT"], batch_size=2, length_multiple=8)
     # forward: AAT -> 1.0 - 0.25; reverse complement ATT -> 0.5 - 0.5
     assert preds.forward[0, 0] == pytest.approx(sigmoid(0.75))
     assert preds.reverse[0, 0] == pytest.approx(sigmoid(0.0))
@@ -48,8 +48,8 @@ def test_rc_ensemble_is_mean_of_both_strands():
 
 def test_model_ensemble_averages():
     model = BaseCounter()
-    one = predict_sequences(model, CharTokenizer(), ["AAT"])
-    two = predict_sequences(model, CharTokenizer(), ["AAT"])
+    one = predict_sequences(model, CharTokenizer(), ["AAT"], length_multiple=8)
+    two = predict_sequences(model, CharTokenizer(), ["AAT"], length_multiple=8)
     two.forward = two.forward * 0  # a second "model" that always predicts 0 on the forward strand
     mixed = ensemble_models([one, two])
     assert mixed.forward[0, 0] == pytest.approx(sigmoid(0.75) / 2)
@@ -58,7 +58,7 @@ def test_model_ensemble_averages():
 
 def test_a_too_long_window_keeps_its_middle_tokens():
     # 10 bases, room for 4 (max_length 6 with [CLS]/[SEP]): the model sees the middle "AAAA" only
-    preds = predict_sequences(BaseCounter(), CharTokenizer(), ["TTTAAAATTT"], max_length=6)
+    preds = predict_sequences(BaseCounter(), CharTokenizer(), ["TTTAAAATTT"], max_length=6, length_multiple=8)
     assert preds.forward[0, 0] == pytest.approx(sigmoid(2.0))
     assert preds.reverse[0, 0] == pytest.approx(sigmoid(-1.0))  # AAATTTTAAA -> middle TTTT
 
@@ -77,3 +77,9 @@ def test_a_bigbird_prediction_is_the_same_in_any_batch_and_equals_variant_scorin
     # `gbb evaluate` and `gbb score-variants` give one window one score
     scored = predict_windows(tiny_bigbird, CharTokenizer(), sequences, batch_size=5, length_multiple=8)
     np.testing.assert_allclose(scored, alone.ensemble, rtol=0, atol=1e-6)
+
+
+def test_without_a_checkpoint_the_padding_multiple_must_be_given():
+    # No silent default: a BigBird answer depends on how far its window is padded.
+    with pytest.raises(ValueError, match="checkpoint="):
+        predict_sequences(BaseCounter(), CharTokenizer(), ["AAT"])

@@ -1,5 +1,6 @@
 """`gbb evaluate`: strand and checkpoint ensembles, metrics files, predictions users can re-analyse, report."""
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -28,7 +29,7 @@ def tokenizer(tmp_path_factory):
                               model_prefix=tmp_path_factory.mktemp("tok") / "dna_bpe", seed=0)
 
 
-def checkpoint(path, tokenizer, task, features, groups, seed):
+def checkpoint(path, tokenizer, task, features, groups, seed, max_length=128):
     """A classifier checkpoint as `gbb finetune` writes it (random weights: evaluation does not care)."""
     config = EncoderConfig(vocab_size=len(tokenizer), hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
                            max_position=128, attention="bigbird", block_size=16, num_global_blocks=1,
@@ -36,7 +37,7 @@ def checkpoint(path, tokenizer, task, features, groups, seed):
     torch.manual_seed(seed)
     model = build_classifier(config, len(features))
     return save_checkpoint(path, model, model_config=config.to_dict(), task=task, tokenizer_sha256=tokenizer.sha256,
-                           extra={"feature_names": features, "feature_groups": groups, "max_length": 128})
+                           extra={"feature_names": features, "feature_groups": groups, "max_length": max_length})
 
 
 def write_set(path, task, features, groups, labels_for_split, seed=0):
@@ -124,6 +125,38 @@ def test_predictions_match_the_model_run_directly(promoter_run, tokenizer):
         np.testing.assert_allclose(f["predictions/ft1/best/forward"][:], direct.forward, rtol=1e-5)
         np.testing.assert_allclose(f["predictions/ft1/best/reverse"][:], direct.reverse, rtol=1e-5)
     assert not np.allclose(direct.forward, direct.reverse)  # the RC strand is a different input
+
+
+def readme_predict_call() -> str:
+    """The expression of the README's `predict_sequences(...)` line (section "Using the library")."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    code = readme.split("## Using the library", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    assert "model, meta = load_classifier(" in code
+    line = next(line for line in code.splitlines() if "predict_sequences(" in line)
+    return line.split("=", 1)[1].split("#", 1)[0].strip()
+
+
+def test_the_readme_library_call_gives_what_gbb_evaluate_gives(tmp_path, tokenizer):
+    from genomics_bigbird.evaluate.classifier import load_classifier
+    from genomics_bigbird.evaluate.ensemble import predict_sequences
+
+    # 16-token blocks fine-tuned at 64 tokens; windows of ~80 tokens: the call must keep the middle
+    # 62 tokens and pad to the block size, as `gbb evaluate` does.
+    rng = np.random.default_rng(3)
+    sequences = ["".join(rng.choice(list("ACGT"), 160)) for _ in range(6)]
+    with LabeledWriter(tmp_path / "set.h5", window=160, feature_names=["promoter"], feature_groups=["promoter"],
+                       task="promoter", scheme="replace", source="test") as out:
+        out.append(sequences, np.array([[1], [0]] * 3), ["test"] * 6, chrom=["chr8"] * 6, start=np.arange(6) * 200,
+                   end=np.arange(6) * 200 + 160, strand=["+"] * 6)
+    assert min(len(tokenizer.encode(s)) for s in sequences) > 62
+    best = checkpoint(tmp_path / "ft" / "best", tokenizer, "promoter", ["promoter"], ["promoter"], seed=4, max_length=64)
+    assert evaluate(tmp_path / "eval", tmp_path / "set.h5", tokenizer, best) == 0
+    model, meta = load_classifier(best)
+    call = readme_predict_call()
+    names = {"predict_sequences": predict_sequences, "model": model, "meta": meta, "tokenizer": tokenizer}
+    readme = np.concatenate([eval(call, {**names, "window": window}) for window in sequences])
+    with h5py.File(tmp_path / "eval" / "predictions.h5") as f:
+        np.testing.assert_allclose(readme, f["predictions/best/ensemble"][:], rtol=0, atol=1e-6)
 
 
 def test_chromatin_metrics_per_group_and_features_without_positives(tmp_path, tokenizer):
