@@ -8,34 +8,41 @@ projections included) when `transformers` is importable. 12 heads x 64 dims, bf1
     python benchmarks/attention.py --shapes 65536x1 --methods bigbird-flex-128,dense-sdpa
     python benchmarks/attention.py --quick                     # CPU: tiny sizes, checks the script
 
-On CPU FlexAttention has no backward, so flex rows there time the forward only (`"pass"` says
-which). Compiled flex refuses 64-token blocks with its default 128 tiles; the 64-block rows pass
-`kernel_options` with 64-wide tiles and, if compiling still fails, fall back to 128-token blocks.
-`"flex_block64"` in the JSON says which happened.
+Times are medians over `--repeats` steps. On CPU FlexAttention has no backward, so flex rows
+there time the forward only (`"pass"` says which). Compiled flex refuses 64-token blocks with its
+default 128 tiles; the 64-block rows pass `kernel_options` with 64-wide tiles. If compiling still
+fails, the 64 row keeps its error (and the run fails), and 128-token blocks are timed in a row of
+their own, `bigbird-flex-128-for-64`: a 128-block figure never appears under the 64 label.
+Out of memory is recorded as an outcome (`"out_of_memory": true`); any other exception of the
+baseline or of our kernels is an error and the script exits 1.
 """
 from __future__ import annotations
 
 import argparse
 import gc
 import json
-import platform
 import statistics
 import sys
 import time
 import traceback
+from pathlib import Path
 from typing import Callable
 
 import torch
 
-from genomics_bigbird.atomic import atomic_write
-from genomics_bigbird.model.attention import build_attention
-from genomics_bigbird.model.attention.bigbird import flex_kernel_options
+if __package__ in (None, ""):   # run as a file: make the repository's `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.harness import environment, finish, problems  # noqa: E402
+from genomics_bigbird.model.attention import build_attention  # noqa: E402
+from genomics_bigbird.model.attention.bigbird import flex_kernel_options  # noqa: E402
 
 FULL_SHAPES = [(4096, 4), (16384, 1), (32768, 1), (65536, 1), (131072, 1)]
 QUICK_SHAPES = [(256, 2), (512, 1)]
 METHODS = ["dense-sdpa", "bigbird-flex-128", "bigbird-flex-64", "bigbird-gather-128",
            "bigbird-gather-64", "combiner-fixed", "combiner-axial", "hf-bigbird"]
 BASELINE = "dense-sdpa"
+OURS = ("bigbird-", "combiner-")
+FLEX64_STAND_IN = "bigbird-flex-128-for-64"
 
 
 def parse_shapes(text: str) -> list[tuple[int, int]]:
@@ -129,19 +136,27 @@ def run_benchmark(shapes, methods, heads, dim, device, dtype, warmup, repeats) -
     for length, batch in shapes:
         for method in methods:
             row = {"method": method, "tokens": length, "batch": batch}
-            try:
-                row.update(measure(method, length, batch, heads, dim, device, dtype, warmup, repeats))
-            except ImportError as error:
-                row["skipped"] = f"{type(error).__name__}: {error}"
-            except Exception as error:  # noqa: BLE001 - an OOM or compile failure is a result here
-                row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
-                row["traceback_tail"] = traceback.format_exc().splitlines()[-3:]
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            gc.collect()
-            rows.append(row)
-            print(json.dumps(row), file=sys.stderr, flush=True)
+            rows.append(measured(row, method, length, batch, heads, dim, device, dtype, warmup, repeats))
     return rows
+
+
+def measured(row: dict, method: str, length: int, batch: int, heads: int, dim: int, device, dtype,
+             warmup: int, repeats: int) -> dict:
+    """`row` with the timing of `method`, or with what stopped it: skipped (no package), out of memory, error."""
+    try:
+        row.update(measure(method, length, batch, heads, dim, device, dtype, warmup, repeats))
+    except ImportError as error:
+        row["skipped"] = f"{type(error).__name__}: {error}"
+    except torch.OutOfMemoryError:
+        row["out_of_memory"] = True
+    except Exception as error:  # noqa: BLE001 - recorded, and the run exits 1
+        row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
+        row["traceback_tail"] = traceback.format_exc().splitlines()[-3:]
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    gc.collect()
+    print(json.dumps(row), file=sys.stderr, flush=True)
+    return row
 
 
 def add_speedups(rows: list[dict]) -> None:
@@ -154,18 +169,18 @@ def add_speedups(rows: list[dict]) -> None:
             row["speedup_vs_dense"] = round(base[key] / row["median_ms"], 3)
 
 
-def flex_block64_fallback(rows, heads, dim, device, dtype, warmup, repeats) -> str:
-    """If compiled flex failed on 64-token blocks, time 128-token blocks in their place and say so."""
+def flex_block64_stand_ins(rows, heads, dim, device, dtype, warmup, repeats) -> str:
+    """If compiled flex failed on 64-token blocks, time 128-token blocks in rows of their own and say so."""
     failed = [r for r in rows if r["method"] == "bigbird-flex-64" and "error" in r]
     if device.type != "cuda":
         return "not compiled on CPU (eager forward only)"
     if not failed:
         return f"compiled with kernel_options {flex_kernel_options(64)}"
     for row in failed:
-        row["fallback"] = "bigbird-flex-128"
-        row.update(measure("bigbird-flex-128", row["tokens"], row["batch"], heads, dim, device,
-                           dtype, warmup, repeats))
-    return f"kernel_options {flex_kernel_options(64)} failed; fell back to 128-token blocks"
+        stand_in = {"method": FLEX64_STAND_IN, "tokens": row["tokens"], "batch": row["batch"], "block_size": 128}
+        rows.append(measured(stand_in, "bigbird-flex-128", row["tokens"], row["batch"], heads, dim, device, dtype,
+                             warmup, repeats))
+    return f"kernel_options {flex_kernel_options(64)} failed; 128-token blocks timed as {FLEX64_STAND_IN}"
 
 
 def main(argv=None) -> int:
@@ -191,14 +206,12 @@ def main(argv=None) -> int:
         parser.error(f"unknown methods: {', '.join(sorted(unknown))}")
 
     rows = run_benchmark(shapes, methods, heads, dim, device, dtype, warmup, repeats)
-    block64 = (flex_block64_fallback(rows, heads, dim, device, dtype, warmup, repeats)
+    block64 = (flex_block64_stand_ins(rows, heads, dim, device, dtype, warmup, repeats)
                if "bigbird-flex-64" in methods else "not run")
     add_speedups(rows)
     report = {
         "benchmark": "attention forward+backward",
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "cuda": torch.version.cuda},
+        **environment(device),
         "config": {"heads": heads, "head_dim": dim, "dtype": str(dtype).removeprefix("torch."),
                    "repeats": repeats, "warmup": warmup, "quick": args.quick,
                    "hf_includes_qkv_projections": True},
@@ -206,12 +219,7 @@ def main(argv=None) -> int:
         "flex_block64": block64,
         "results": rows,
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        with atomic_write(args.out, "w") as handle:
-            handle.write(text + "\n")
-    return 0
+    return finish(report, args.out, problems(rows, name="method", baseline=BASELINE, ours=OURS, figure="median_ms"))
 
 
 if __name__ == "__main__":

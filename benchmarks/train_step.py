@@ -9,8 +9,10 @@ Combiner-Axial and the dense SDPA baseline, plus HF `BigBirdForMaskedLM` (block_
     python -m benchmarks.train_step --quick                               # CPU: tiny config, checks the script
 
 One step = forward (bf16 autocast on CUDA), MLM loss at the masked positions + NSP loss, backward,
-AdamW step. The batch is fixed across steps (15% of tokens masked), so compiled graphs do not
-recompile. Peak memory is measured over the timed steps (weights, AdamW state and activations).
+AdamW step. Step times are medians over the timed steps. The batch is fixed across steps (15% of
+tokens masked), so compiled graphs do not recompile. Peak memory is measured over the timed steps
+(weights, AdamW state and activations). Out of memory is a recorded outcome; any other exception
+of the baseline or of our variants is an error and the script exits 1.
 """
 from __future__ import annotations
 
@@ -19,8 +21,7 @@ import dataclasses
 import gc
 import json
 import logging
-import platform
-import subprocess
+import statistics
 import sys
 import time
 import traceback
@@ -29,10 +30,12 @@ from typing import Callable
 
 import torch
 
-from genomics_bigbird.atomic import atomic_write
-from genomics_bigbird.model import EncoderConfig, build_pretraining_model
-from genomics_bigbird.train.losses import IGNORE_INDEX, pretraining_loss
-from pipelines.config import load_config, to_dict
+if __package__ in (None, ""):   # run as a file: make the repository's `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.harness import environment, finish, problems  # noqa: E402
+from genomics_bigbird.model import EncoderConfig, build_pretraining_model  # noqa: E402
+from genomics_bigbird.train.losses import IGNORE_INDEX, pretraining_loss  # noqa: E402
+from pipelines.config import load_config, to_dict  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("train_step")
@@ -48,6 +51,7 @@ VARIANTS: dict[str, dict | None] = {
     "hf-bert": None,
 }
 BASELINE = "dense-sdpa"
+OURS = ("bigbird-", "combiner-")
 
 
 def parse_shapes(text: str) -> list[tuple[int, int]]:
@@ -127,7 +131,7 @@ def hf_step(name: str, config: EncoderConfig, data: dict, device: torch.device,
 
 
 def measure(step: Callable[[], None], steps: int, warmup: int, device: torch.device) -> dict:
-    """Run `warmup` untimed steps (compilation happens here), then time `steps` steps."""
+    """Run `warmup` untimed steps (compilation happens here), then time `steps` steps one by one; median step time."""
     start = time.perf_counter()
     for _ in range(warmup):
         step()
@@ -135,13 +139,15 @@ def measure(step: Callable[[], None], steps: int, warmup: int, device: torch.dev
     warmup_s = time.perf_counter() - start
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
+    times = []
     for _ in range(steps):
+        start = time.perf_counter()
         step()
-    synchronize(device)
-    elapsed = time.perf_counter() - start
+        synchronize(device)
+        times.append(time.perf_counter() - start)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    return {"step_ms": 1000 * elapsed / steps, "warmup_s": warmup_s, "peak_memory_gib": peak}
+    return {"step_ms": 1000 * statistics.median(times), "step_ms_min": 1000 * min(times), "warmup_s": warmup_s,
+            "peak_memory_gib": peak}
 
 
 def synchronize(device: torch.device) -> None:
@@ -172,8 +178,8 @@ def run_one(name: str, base: EncoderConfig, length: int, batch: int, args, devic
         result.update(measure(step, args.steps, args.warmup, device))
         result["tokens_per_s"] = length * batch * 1000 / result["step_ms"]
     except torch.OutOfMemoryError:
-        result["error"] = "out of memory"
-    except Exception as err:  # one broken variant must not lose the others' figures
+        result["out_of_memory"] = True
+    except Exception as err:  # recorded, and the run exits 1; the other variants still run
         traceback.print_exc(file=sys.stderr)
         result["error"] = f"{type(err).__name__}: {err}"
     finally:
@@ -182,19 +188,7 @@ def run_one(name: str, base: EncoderConfig, length: int, batch: int, args, devic
     return result
 
 
-def environment(device: torch.device) -> dict:
-    try:
-        import transformers
-        transformers_version = transformers.__version__
-    except ImportError:
-        transformers_version = None
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-            "torch": torch.__version__, "cuda": torch.version.cuda, "transformers": transformers_version,
-            "python": platform.python_version(), "commit": commit or None}
-
-
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CPU check: tiny config, short inputs, 2 steps")
     parser.add_argument("--config", type=Path, help="model YAML (default: configs/model/base.yaml, tiny with --quick)")
@@ -237,17 +231,13 @@ def main(argv: list[str] | None = None) -> dict:
             result["speedup_vs_dense_sdpa"] = result["tokens_per_s"] / baseline["tokens_per_s"]
 
     report = {"benchmark": "train_step", **env, "dtype": "bfloat16 autocast" if device.type == "cuda" else "float32",
-              "compiled": args.compile, "steps": args.steps, "warmup": args.warmup,
+              "compiled": args.compile, "steps": args.steps, "warmup": args.warmup, "step_time": "median",
               "config": to_dict(base), "config_path": str(config_path), "baseline": BASELINE,
               "skipped_hf": None if env["transformers"] else "transformers is not importable",
               "results": results}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        with atomic_write(args.out) as handle:
-            handle.write(text + "\n")
-    return report
+    return finish(report, args.out, problems(results, name="model", baseline=BASELINE, ours=OURS,
+                                             figure="tokens_per_s"))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

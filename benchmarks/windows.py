@@ -3,26 +3,28 @@
 Generates a random genome of a few Mbp (soft-masked stretches and Ns included), draws random
 8 kbp windows on both strands, and prints JSON. The baseline is the bare htslib fetch of the same
 intervals in the same run (no normalization, no reverse complement, no padding), so the ratio is
-our overhead. One core: `taskset -c 0 python benchmarks/windows.py [--n 20000 --width 8000 --genome-mbp 4] [--out windows.json]`.
+our overhead. Rates are medians over `--repeats` passes; the process pins itself to one core.
+
+    python benchmarks/windows.py [--n 20000 --width 8000 --genome-mbp 4] [--out windows.json]
+    python benchmarks/windows.py --quick          # a small genome and 500 windows: checks the script
 """
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pysam
 
-from genomics_bigbird.atomic import atomic_write
-from genomics_bigbird.genome.intervals import BedRecord
-from genomics_bigbird.genome.reference import ReferenceGenome
-from genomics_bigbird.genome.windows import extract_windows
-from genomics_bigbird.manifest import software_versions
+if __package__ in (None, ""):   # run as a file: make the repository's `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.harness import environment, finish, median_rate, pin_one_core  # noqa: E402
+from genomics_bigbird.genome.intervals import BedRecord  # noqa: E402
+from genomics_bigbird.genome.reference import ReferenceGenome  # noqa: E402
+from genomics_bigbird.genome.windows import extract_windows  # noqa: E402
+from genomics_bigbird.manifest import software_versions  # noqa: E402
 
 
 def write_genome(path: Path, n_contigs: int, contig_bp: int, rng: np.random.Generator) -> dict[str, int]:
@@ -53,36 +55,20 @@ def random_records(contigs: dict[str, int], n: int, rng: np.random.Generator) ->
     return records
 
 
-def rate(fn, n: int, repeats: int) -> float:
-    """Best-of-`repeats` items per second."""
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return n / best
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=20000, help="windows per measurement")
+    parser.add_argument("--quick", action="store_true", help="0.2 Mbp genome, 500 windows: checks the script")
+    parser.add_argument("--n", type=int, help="windows per measurement (default 20000; quick: 500)")
     parser.add_argument("--width", type=int, default=8000)
-    parser.add_argument("--genome-mbp", type=float, default=4.0)
+    parser.add_argument("--genome-mbp", type=float, help="genome size (default 4; quick: 0.2)")
     parser.add_argument("--contigs", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="also write the JSON here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    args.n = args.n or (500 if args.quick else 20000)
+    args.genome_mbp = args.genome_mbp or (0.2 if args.quick else 4.0)
+    core = pin_one_core()
     rng = np.random.default_rng(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         plain = Path(tmp) / "genome.fa"
@@ -98,9 +84,9 @@ def main() -> None:
         for label, path in (("plain", plain), ("bgzip", bgzip)):
             genome = ReferenceGenome(path)
             raw = pysam.FastaFile(str(path))
-            figures[f"extract_windows_{label}_per_s"] = round(rate(
+            figures[f"extract_windows_{label}_per_s"] = round(median_rate(
                 lambda: sum(1 for _ in extract_windows(genome, records, width=args.width)), args.n, args.repeats))
-            figures[f"pysam_fetch_{label}_per_s"] = round(rate(
+            figures[f"pysam_fetch_{label}_per_s"] = round(median_rate(
                 lambda: [raw.fetch(c, s, e) for c, s, e in spans], args.n, args.repeats))
             figures[f"overhead_{label}"] = round(
                 figures[f"pysam_fetch_{label}_per_s"] / figures[f"extract_windows_{label}_per_s"], 2)
@@ -109,20 +95,19 @@ def main() -> None:
         n_padded = sum(w.n_padded for w in extract_windows(ReferenceGenome(plain), records, width=args.width))
     report = {
         "benchmark": "windows",
-        "device": {"cpu": cpu_name(), "cores_used": 1, "os_cpu_count": os.cpu_count()},
+        **environment(),
+        "pinned_core": core,
         "versions": software_versions(),
         "config": {"n_windows": args.n, "width": args.width, "genome_bp": sum(contigs.values()),
-                   "contigs": args.contigs, "repeats": args.repeats, "seed": args.seed,
-                   "strands": "random +/-", "padded_bases": n_padded},
+                   "contigs": args.contigs, "repeats": args.repeats, "rate": "median", "seed": args.seed,
+                   "strands": "random +/-", "padded_bases": n_padded, "quick": args.quick},
+        "baseline": "pysam_fetch",
         "figures": figures,
         "bgzip_slowdown": round(figures["extract_windows_plain_per_s"] / figures["extract_windows_bgzip_per_s"], 1),
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        with atomic_write(args.out) as handle:
-            handle.write(text + "\n")
+    reasons = [f"{name} is not a positive rate" for name, value in figures.items() if not value > 0]
+    return finish(report, args.out, reasons)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
