@@ -1,4 +1,4 @@
-"""Imports flow one way (DESIGN.md): genome -> tokenizer -> data -> train/evaluate/score -> pipelines."""
+"""Imports flow one way: genome -> tokenizer -> data -> train/evaluate/score -> pipelines; `model` imports none of ours."""
 import ast
 from pathlib import Path
 

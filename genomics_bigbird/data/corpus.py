@@ -1,4 +1,4 @@
-"""The BigBird pretraining corpus (seeds/000, appendix F.1): documents of consecutive DNA sentences.
+"""The BigBird pretraining corpus (Zaheer et al. 2020, appendix F.1): documents of consecutive DNA sentences.
 
 Per contig and per pass (10 by default): start at a uniform offset q in [0, 5000); repeat while
 q < contig length: draw s ~ U{50..100} sentences, each of U{500..1000} consecutive bases, read them

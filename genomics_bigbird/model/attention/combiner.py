@@ -1,4 +1,4 @@
-"""Combiner attention (seeds/004 §3-4): full attention support at O(L sqrt L) cost, MLM plans.
+"""Combiner attention (Ren et al. 2021, §3-4): full attention support at O(L sqrt L) cost, MLM plans.
 
 Every position i splits the sequence into a direct set (attended token by token) and spans; a
 span r enters through one term with score q_i . k_r / sqrt(d), where k_r is the max-pooled key

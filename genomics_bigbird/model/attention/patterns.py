@@ -1,4 +1,4 @@
-"""BigBird block patterns (seeds/000 §D): global, window and random parts, combined with `|`.
+"""BigBird block patterns (Zaheer et al. 2020, appendix D): global, window and random parts, combined with `|`.
 
 Each part is a pure function returning a bool block matrix; True at (i, j) means query block i
 attends to key block j. `bigbird_layout` is their union, one matrix per head.
