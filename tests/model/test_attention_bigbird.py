@@ -217,7 +217,10 @@ def cuda_path_inputs(layout, q, k, v, mask, block=8):
 
 
 def kernel_token_mask(block_mask, batch):
-    """(batch, H, L, L): the (query, key) pairs a block-sparse kernel scores: full blocks whole, partial ones through mask_mod."""
+    """(batch, H, L, L): the (query, key) pairs a block-sparse kernel scores.
+
+    Full blocks are scored whole, partial blocks where mask_mod allows.
+    """
     from torch.nn.attention.flex_attention import create_mask
     bs = block_mask.BLOCK_SIZE[0]
     partial = _ordered_to_dense(block_mask.kv_num_blocks, block_mask.kv_indices, block_mask.kv_indices.shape[-1])
@@ -275,7 +278,7 @@ def test_compiled_flex_over_many_lengths_stays_the_layout_with_one_graph_per_len
         torch.testing.assert_close(out[1:, :, :length // 2].double(), ref[1:, :, :length // 2], atol=2e-6, rtol=1e-5)
         assert (out[0].double() - full_ref(q, k, v, mask)[0]).abs().max() > 0.1
     steps = {flex_block_count(-(-n // 8)) for n in lengths}
-    assert len(steps) == 6                                 # 12, 16, 24, 32, 48, 64: at most one graph each, whatever the batch
+    assert len(steps) == 6                 # 12, 16, 24, 32, 48, 64: at most one graph each, whatever the batch
     assert counters["stats"]["unique_graphs"] - graphs_before <= len(steps)
 
 
