@@ -45,7 +45,7 @@ class SparsePlan:
     kv_valid: torch.Tensor        # (H, Ns, K) bool
     gather_index: torch.Tensor    # (H*Ns*K,) long, into blocks flattened as (head, block)
     row_order: torch.Tensor       # (nb,) long
-    block_masks: dict = field(default_factory=dict)  # FlexTables per device (flex backend)
+    block_masks: dict = field(default_factory=dict)  # flex: (padded layout, BlockMask) per (device, kind)
 
     @classmethod
     def from_layout(cls, layout: torch.Tensor, block_size: int) -> "SparsePlan":
@@ -190,32 +190,27 @@ def flex_block_count(num_blocks: int) -> int:
 FLEX_RECOMPILE_LIMIT = 64
 
 
-@dataclass
-class FlexTables:
-    """What the flex path derives once per (plan, device): the layout padded to flex_block_count and its BlockMasks."""
+def _flex_tables(plan: SparsePlan, device: torch.device, key_padding: bool):
+    """(layout padded to flex_block_count (H, nbp, nbp), its BlockMask), built once per device and kind.
 
-    layout: torch.Tensor     # (H, nbp, nbp) bool, False in padded rows and columns
-    partial: object          # BlockMask: every layout block evaluates mask_mod (key padding present)
-    full: object             # BlockMask: every layout block is full (mask_mod never evaluated)
-
-
-def _flex_tables(plan: SparsePlan, device: torch.device) -> FlexTables:
-    """The plan's padded layout and BlockMasks built from its kv block indices (never a dense token mask), cached."""
+    The BlockMask comes from the layout's kv block indices, never from a dense token mask. With
+    `key_padding` every layout block is partial (mask_mod runs inside it); without, every block
+    is full (mask_mod never runs). Both kinds carry partial and full block lists, so they share
+    one compiled graph.
+    """
     from torch.nn.attention.flex_attention import BlockMask
-    key = str(device)
+    key = (str(device), key_padding)
     if key not in plan.block_masks:
         nb, nbp = plan.num_blocks, flex_block_count(plan.num_blocks)
         layout = torch.zeros(plan.layout.shape[0], nbp, nbp, dtype=torch.bool, device=device)
         layout[:, :nb, :nb] = plan.layout.to(device)
         index, counts = _kv_blocks(layout)
         index, counts = index.to(torch.int32)[None], counts.to(torch.int32)[None]   # (1, H, nbp, nbp), (1, H, nbp)
-        zeros, length = torch.zeros_like(counts), nbp * plan.block_size
-
-        def block_mask(partial_counts, full_counts):
-            # Both kinds always carry partial and full blocks, so they share one compiled graph.
-            return BlockMask.from_kv_blocks(partial_counts, index, full_counts, index, BLOCK_SIZE=plan.block_size,
-                                            seq_lengths=(length, length))
-        plan.block_masks[key] = FlexTables(layout, block_mask(counts, zeros), block_mask(zeros, counts))
+        partial, full = (counts, torch.zeros_like(counts)) if key_padding else (torch.zeros_like(counts), counts)
+        length = nbp * plan.block_size
+        block_mask = BlockMask.from_kv_blocks(partial, index, full, index, BLOCK_SIZE=plan.block_size,
+                                              seq_lengths=(length, length))
+        plan.block_masks[key] = layout, block_mask
     return plan.block_masks[key]
 
 
@@ -229,20 +224,18 @@ def flex_inputs(q, k, v, plan: SparsePlan, attention_mask: torch.Tensor | None =
     full and the compiled kernel never evaluates mask_mod.
     """
     batch, _, length, _ = q.shape
-    tables = _flex_tables(plan, q.device)
-    padded_length = tables.layout.shape[-1] * plan.block_size
+    key_padding = attention_mask is not None or length != plan.num_blocks * plan.block_size
+    layout, block_mask = _flex_tables(plan, q.device, key_padding)
+    padded_length = layout.shape[-1] * plan.block_size
     extra = padded_length - length
     q, k, v = (F.pad(x, (0, 0, 0, extra)) for x in (q, k, v))
-    if attention_mask is None and length == plan.num_blocks * plan.block_size:
-        block_mask, real = tables.full, torch.ones(batch, padded_length, dtype=torch.bool, device=q.device)
-    else:
-        real = F.pad(real_token_mask(attention_mask, batch, length, q.device), (0, extra), value=False)
-        block_mask, real = tables.partial, attend_all_if_empty(real)
+    real = F.pad(real_token_mask(attention_mask, batch, length, q.device), (0, extra), value=False)
+    real = attend_all_if_empty(real)
     if not torch.compiler.is_compiling():
         for x in (q, k, v, real):   # batch sizes share one compiled graph
             torch._dynamo.maybe_mark_dynamic(x, 0)
     block_mask = copy.copy(block_mask)
-    block_mask.mask_mod = _layout_mask_mod(tables.layout, real, plan.block_size)
+    block_mask.mask_mod = _layout_mask_mod(layout, real, plan.block_size)
     return q, k, v, block_mask
 
 
