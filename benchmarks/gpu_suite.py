@@ -180,6 +180,15 @@ def _children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _kill_group(process: subprocess.Popen) -> None:
+    """Kill the process group a command started (its own session) and reap the command."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
 def run_part(part: Part, setting: Setting, budget_s: float) -> dict:
     """Run a part's commands within `budget_s`; its whole process group is killed when time runs out."""
     log_path = setting.out / f"{part.name}.log"
@@ -197,16 +206,15 @@ def run_part(part: Part, setting: Setting, budget_s: float) -> dict:
             try:
                 code = process.wait(timeout=max(left, 0.1))
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
                 code = None
+            _kill_group(process)   # what is left of it too (compile workers, data loaders)
             record["commands"].append({"argv": " ".join(argv[1:]), "seconds": round(time.monotonic() - began, 1),
                                        "cpu_s": round(_children_cpu_s() - cpu_before, 1), "exit_code": code})
             if code is None:
                 record.update(status="timeout", error=f"out of time after {budget_s:.0f} s")
                 break
             if code != 0:
-                record.update(status="failed", error=f"exit {code}: {' '.join(argv[3:5])}")
+                record.update(status="failed", error=f"exit {code}: {' '.join(argv[2:5])}")
                 break
     record["seconds"] = round(time.monotonic() - start, 1)
     record["log"] = log_path.name

@@ -102,3 +102,18 @@ def test_tokenize_benchmark_reports_ours_against_raw_sentencepiece():
     tokenize = report["tokenize_8kbp"]
     assert finite(tokenize["encode_mbp_s"]) and finite(tokenize["baseline_sentencepiece_encode_mbp_s"])
     assert finite(report["instances_4096"]["in_memory"]["instances_s"])
+
+
+def test_a_gpu_suite_part_out_of_time_is_killed_with_its_children(tmp_path):
+    # the part's command starts a grandchild; both sleep far past the 2 s budget
+    pid_file = tmp_path / "grandchild.pid"
+    sleeper = (f"import subprocess, time; p = subprocess.Popen(['sleep', '60']); "
+               f"open({str(pid_file)!r}, 'w').write(str(p.pid)); time.sleep(60)")
+    code = (f"import json, sys\nfrom pathlib import Path\nfrom benchmarks.gpu_suite import Part, Setting, run_part\n"
+            f"part = Part('sleeper', 2, lambda s: [[sys.executable, '-c', {sleeper!r}]])\n"
+            f"setting = Setting(Path({str(tmp_path)!r}), Path({str(tmp_path)!r}), True, False)\n"
+            f"print(json.dumps(run_part(part, setting, 2)))")
+    record = json.loads(run("-c", code).stdout)
+    assert record["status"] == "timeout" and record["seconds"] < 10
+    stat = Path(f"/proc/{pid_file.read_text()}/stat")
+    assert not stat.exists() or stat.read_text().split(")")[-1].split()[0] in ("Z", "X")   # gone, or a zombie
