@@ -89,6 +89,22 @@ def test_a_kernel_that_raises_fails_the_benchmark():
     assert finite(next(r for r in report["results"] if r["method"] == "dense-sdpa")["median_ms"])
 
 
+def test_a_failed_flex_64_is_retimed_at_128_under_its_own_name():
+    code = ("import sys, benchmarks.attention as a\n"
+            "core = a.core_attention\n"
+            "def failing(method, heads):\n"
+            "    if method == 'bigbird-flex-64': raise RuntimeError('tiles refused')\n"
+            "    return core(method, heads)\n"
+            "a.core_attention = failing\n"
+            "sys.exit(a.main(['--quick', '--shapes', '256x1', '--methods', 'dense-sdpa,bigbird-flex-64']))")
+    done = run("-c", code, check=False)
+    assert done.returncode == 1                               # our flex-64 row raised
+    rows = {r["method"]: r for r in json.loads(done.stdout)["results"]}
+    assert "error" in rows["bigbird-flex-64"] and "median_ms" not in rows["bigbird-flex-64"]
+    stand_in = rows["bigbird-flex-128-for-64"]
+    assert stand_in["block_size"] == 128 and finite(stand_in["median_ms"])
+
+
 def test_windows_benchmark_reports_ours_against_raw_pysam():
     report = json.loads(run("benchmarks/windows.py", "--quick").stdout)
     assert report["problems"] == [] and report["pinned_core"] is not None and report["cpu_cores_usable"] == 1
