@@ -11,8 +11,8 @@ suite goes on; the exit status is 1 if any part failed or any target was missed.
 - attention (55): forward + backward at 4k x 4, 16k, 64k; every kernel, dense SDPA, HF BigBird.
 - train_step_4k / _16k / _64k (70 / 45 / 50): MLM+NSP step, base config, 4k x 8, 16k x 2, 64k x 1;
   bigbird-128, bigbird-64, combiner-fixed, combiner-axial, dense SDPA; HF BigBird and BERT at 4k.
-  The encoder runs eagerly around the compiled flex kernel: compiling the whole encoder takes about
-  a minute per shape and variant, which 8 minutes cannot hold (`--compile-encoder` turns it on).
+  The encoder runs eagerly around the compiled flex kernel: compiling the whole encoder anew for
+  every shape and variant would not fit 8 minutes (`--compile-encoder` turns it on).
 - score_variants (45): base, 8 kbp windows, RC-ensembled; ours, dense, HF BigBird (the attention
   HF actually ran is read back).
 - prepare (20): simulated genome -> corpus -> BPE -> shards, chromatin windows (8 kbp).
