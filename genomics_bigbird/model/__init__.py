@@ -3,10 +3,11 @@ from genomics_bigbird.model.checkpoint import load_checkpoint, save_checkpoint, 
 from genomics_bigbird.model.config import EncoderConfig
 from genomics_bigbird.model.encoder import Encoder, build_encoder
 from genomics_bigbird.model.heads import (
-    MLMHead, PooledHead, PretrainingModel, SequenceClassifier, build_classifier, build_pretraining_model,
-    load_encoder_weights)
+    ClsHead, MaskedLanguageModel, MLMHead, PooledHead, PretrainingModel, SequenceClassifier, build_classifier,
+    build_masked_lm, build_pretraining_model, load_encoder_weights)
 from genomics_bigbird.model.inference import collect_predictions, predict_rows
 
-__all__ = ["Encoder", "EncoderConfig", "MLMHead", "PooledHead", "PretrainingModel", "SequenceClassifier",
-           "build_classifier", "build_encoder", "build_pretraining_model", "collect_predictions",
+__all__ = ["ClsHead", "Encoder", "EncoderConfig", "MLMHead", "MaskedLanguageModel", "PooledHead",
+           "PretrainingModel", "SequenceClassifier", "build_classifier", "build_encoder", "build_masked_lm",
+           "build_pretraining_model", "collect_predictions",
            "load_checkpoint", "load_encoder_weights", "predict_rows", "save_checkpoint", "unwrap_model"]

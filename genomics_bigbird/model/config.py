@@ -4,14 +4,24 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from genomics_bigbird.model.attention import ATTENTION_KINDS
+from genomics_bigbird.model.attention import ATTENTION_KINDS, SPARSE_LAYOUTS
 from genomics_bigbird.model.attention.bigbird import BACKENDS as ATTENTION_BACKENDS
 from genomics_bigbird.model.attention.patterns import GLOBAL_PLACEMENTS
+
+NORM_POSITIONS = ("pre", "post")
+ACTIVATIONS = ("gelu", "gelu_new")
+CLASSIFIER_HEADS = ("pooled", "hf")
 
 
 @dataclass
 class EncoderConfig:
-    """Sizes and attention pattern of a BigBird/Combiner encoder (defaults: BigBird base, Table 21)."""
+    """Sizes and attention pattern of a BigBird/Combiner encoder (defaults: BigBird base, Table 21).
+
+    The last group of fields selects the layout of Hugging Face's BERT/BigBird models, so their
+    weights run here unchanged (`genomics_bigbird.model.hf`); the defaults are this project's own
+    pre-LN encoder. HF BigBird is: norm_position="post", embedding_layer_norm=True,
+    activation="gelu_new", classifier_head="hf", global_placement="ends" with 2 global blocks.
+    """
 
     vocab_size: int = 32000
     hidden_size: int = 768
@@ -33,6 +43,11 @@ class EncoderConfig:
     pad_id: int = 0
     layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02
+    norm_position: str = "pre"          # "pre": LayerNorm before each sub-layer + final norm; "post": BERT's
+    embedding_layer_norm: bool = False  # a LayerNorm after the summed embeddings (BERT/HF BigBird)
+    activation: str = "gelu"            # "gelu": exact erf GELU; "gelu_new": the tanh approximation (HF BigBird)
+    classifier_head: str = "pooled"     # "pooled": linear on tanh-pooled [CLS]; "hf": dense, act, out_proj on [CLS]
+    sparse_layout: str = "random"       # "random": drawn random blocks; "hf_eval": HF's eval-mode layout
 
     def __post_init__(self) -> None:
         positive = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
@@ -56,6 +71,16 @@ class EncoderConfig:
         if self.global_placement not in GLOBAL_PLACEMENTS:
             raise ValueError(f"model config: global_placement {self.global_placement!r} is not one of "
                              f"{', '.join(GLOBAL_PLACEMENTS)}")
+        for name, allowed in (("norm_position", NORM_POSITIONS), ("activation", ACTIVATIONS),
+                              ("classifier_head", CLASSIFIER_HEADS), ("sparse_layout", SPARSE_LAYOUTS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"model config: {name} {getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        if self.sparse_layout == "hf_eval" and (self.global_placement, self.num_global_blocks,
+                                                self.window_blocks) != ("ends", 2, 3):
+            raise ValueError("model config: sparse_layout hf_eval is HF's layout: it needs global_placement: ends, "
+                             "num_global_blocks: 2 and window_blocks: 3")
+        if not isinstance(self.embedding_layer_norm, bool):
+            raise ValueError(f"model config: embedding_layer_norm must be true or false, got {self.embedding_layer_norm!r}")
         if self.window_blocks % 2 == 0:
             raise ValueError(f"model config: window_blocks must be odd (a window centered on its block), "
                              f"got {self.window_blocks}")

@@ -4,8 +4,8 @@ from genomics_bigbird.model.attention.combiner import combiner_attention
 from genomics_bigbird.model.attention.full import full_attention
 from genomics_bigbird.model.attention.patterns import (
     bigbird_layout, global_pattern, random_pattern, window_pattern)
-from genomics_bigbird.model.attention.select import ATTENTION_KINDS, build_attention
+from genomics_bigbird.model.attention.select import ATTENTION_KINDS, SPARSE_LAYOUTS, build_attention
 
-__all__ = ["ATTENTION_KINDS", "SparsePlan", "bigbird_layout", "block_sparse_attention",
+__all__ = ["ATTENTION_KINDS", "SPARSE_LAYOUTS", "SparsePlan", "bigbird_layout", "block_sparse_attention",
            "build_attention", "combiner_attention", "full_attention", "global_pattern", "random_pattern",
            "window_pattern"]

@@ -8,9 +8,13 @@ from torch import nn
 from genomics_bigbird.model.attention.bigbird import SparsePlan, block_sparse_attention
 from genomics_bigbird.model.attention.combiner import combiner_attention
 from genomics_bigbird.model.attention.full import full_attention
+from genomics_bigbird.model.attention.hf_eval import HFEvalBigBirdAttention
 from genomics_bigbird.model.attention.patterns import bigbird_layout
 
 ATTENTION_KINDS = ("full", "bigbird", "combiner-fixed", "combiner-axial", "combiner-mixture")
+# BigBird's random part: "random" draws real random blocks (training and inference alike);
+# "hf_eval" is HF BigBird's eval-mode layout (no random blocks: block 0 repeated), for parity checks.
+SPARSE_LAYOUTS = ("random", "hf_eval")
 
 
 class FullAttention(nn.Module):
@@ -79,10 +83,13 @@ def build_attention(kind: str, *, layer_idx: int, num_heads: int, block_size: in
                     num_global_blocks: int = 2, global_placement: str = "first",
                     window_blocks: int = 3, num_random_blocks: int = 3,
                     combiner_span: int | None = None, backend: str = "auto",
-                    seed: int = 0) -> nn.Module:
+                    seed: int = 0, sparse_layout: str = "random") -> nn.Module:
     """Return the attention module for one layer: forward(q, k, v, attention_mask) -> out."""
     if kind == "full":
         return FullAttention()
+    if kind == "bigbird" and sparse_layout == "hf_eval":
+        return HFEvalBigBirdAttention(num_heads=num_heads, block_size=block_size,
+                                      num_random_blocks=num_random_blocks)
     if kind == "bigbird":
         return BigBirdAttention(num_heads=num_heads, block_size=block_size,
                                 num_global_blocks=num_global_blocks,
