@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -60,20 +60,38 @@ def _tensors_and_ties(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[s
 
 
 def save_checkpoint(directory: str | os.PathLike, model: nn.Module, *, model_config: dict, task: str,
-                    tokenizer_sha256: str, extra: dict[str, Any] | None = None) -> Path:
+                    tokenizer_sha256: str, extra: dict[str, Any] | None = None,
+                    files: dict[str, bytes] | None = None) -> Path:
     """Write `model`'s weights and metadata to `directory` atomically; return the directory.
 
-    An existing checkpoint at `directory` is replaced only once the new one is complete.
+    An existing checkpoint at `directory` is replaced only once the new one is complete. `files`
+    ({name: bytes}) are written beside the weights, e.g. the tokenizer the model was imported with.
     """
     final = Path(directory)
     tensors, ties = _tensors_and_ties(model)
     meta = {"format_version": FORMAT_VERSION, "task": task, "model_config": model_config,
             "tokenizer_sha256": tokenizer_sha256, "tied_weights": ties, "extra": dict(extra or {})}
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        (tmp / META_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        for name, data in (files or {}).items():
+            (tmp / name).write_bytes(data)
+
+    return write_directory(final, write)
+
+
+def write_directory(directory: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Fill a fresh temporary directory with `write(tmp)`, then put it at `directory` in one rename.
+
+    An existing `directory` is replaced only once the new one is complete; on any error the
+    temporary directory is removed and `directory` is left as it was.
+    """
+    final = Path(directory)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
-        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-        (tmp / META_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        write(tmp)
         if final.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
             os.replace(final, old / final.name)
