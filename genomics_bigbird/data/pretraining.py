@@ -79,7 +79,8 @@ class PretrainingDataset(Dataset):
         self.mask_fraction = mask_fraction
         self.vocab_size = len(tokenizer)
         self.cls_id, self.sep_id, self.mask_id = tokenizer.cls_id, tokenizer.sep_id, tokenizer.mask_id
-        self.first_regular_id = max(tokenizer.special_ids) + 1
+        # BERT's random replacement draws ordinary tokens only; special ids need not be the lowest.
+        self.regular_ids = np.setdiff1d(np.arange(self.vocab_size), np.asarray(tokenizer.special_ids))
         self.instances = self._index(max_length - SPECIAL_TOKENS)
 
     def _index(self, target: int) -> np.ndarray:
@@ -146,7 +147,7 @@ class PretrainingDataset(Dataset):
         chosen = rng.choice(candidates, size=n_masked, replace=False)
         labels[chosen] = input_ids[chosen]
         action = rng.random(n_masked)
-        random_ids = rng.integers(self.first_regular_id, self.vocab_size, size=n_masked)
+        random_ids = self.regular_ids[rng.integers(0, len(self.regular_ids), size=n_masked)]
         input_ids[chosen] = np.where(action < 0.8, self.mask_id, np.where(action < 0.9, random_ids, input_ids[chosen]))
         return {
             "input_ids": torch.from_numpy(input_ids.astype(np.int64)),

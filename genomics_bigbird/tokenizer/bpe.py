@@ -1,6 +1,7 @@
-"""A sentencepiece BPE tokenizer for DNA over the alphabet A, C, G, T, N (BigBird F.1).
+"""A BPE tokenizer for DNA over the alphabet A, C, G, T, N (BigBird F.1): sentencepiece, or an HF tokenizer.json.
 
-Ids 0-4 are reserved: [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4. [PAD] and [UNK] are
+In models trained here ids 0-4 are reserved: [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4 (an HF
+tokenizer.json brings its own; read them from the tokenizer, never assume them). [PAD] and [UNK] are
 sentencepiece's own pad/unk pieces and [CLS]/[SEP]/[MASK] are control symbols, so `encode` never
 emits them from text (a literal "[CLS]" in a sequence is normalized to N's first anyway). Input is
 normalized before encoding and training (upper case; every code other than A/C/G/T becomes N), and
@@ -91,22 +92,60 @@ def _check_bases(seen: set[str]) -> None:
         raise InputError(f"the tokenizer corpus has no {'/'.join(missing)} bases; train on DNA sequence")
 
 
-class DNATokenizer:
-    """A trained DNA BPE model: `encode` (no specials), `decode`, reserved special ids and the model checksum."""
+class SentencePieceBackend:
+    """A sentencepiece BPE model with this project's reserved ids 0-4."""
 
-    pad_id, unk_id, cls_id, sep_id, mask_id = PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID
+    ids = {"pad_id": PAD_ID, "unk_id": UNK_ID, "cls_id": CLS_ID, "sep_id": SEP_ID, "mask_id": MASK_ID}
     special_ids = (PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID)
 
-    def __init__(self, model_proto: bytes, path: str | os.PathLike | None = None, num_threads: int = 1):
-        self.model_proto = model_proto
-        self.path = None if path is None else Path(path)
-        self.num_threads = num_threads
-        self.sha256 = hashlib.sha256(model_proto).hexdigest()
+    def __init__(self, model_proto: bytes, path: str | os.PathLike | None = None):
         self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
         pieces = [self._sp.id_to_piece(i) for i in range(len(SPECIAL_PIECES))]
         if tuple(pieces) != SPECIAL_PIECES:
             raise InputError(f"not a DNA tokenizer model: ids 0-4 are {pieces}, expected {list(SPECIAL_PIECES)}",
                              path)
+        self.size = self._sp.get_piece_size()
+
+    def encode(self, normalized: list[str], num_threads: int) -> list[list[int]]:
+        return self._sp.encode(normalized, num_threads=num_threads)
+
+    def id_to_piece(self, token_id: int) -> str:
+        return self._sp.id_to_piece(int(token_id))
+
+    def decode(self, ids) -> str:
+        return self._sp.decode([int(i) for i in ids])
+
+    def score(self, token_id: int) -> float:
+        return self._sp.get_score(token_id)
+
+
+class DNATokenizer:
+    """A DNA BPE model: `encode` (no specials), `decode`, special-token ids and the model file's checksum.
+
+    Two kinds of model file give the same API: a sentencepiece `.model` (what `train` writes; ids 0-4
+    reserved) and a Hugging Face `tokenizer.json` (`hf_json.py`; e.g. GENA-LM's, whose special ids
+    are read from the file). `sha256` is the checksum of the file's bytes either way.
+    """
+
+    def __init__(self, model_proto: bytes, path: str | os.PathLike | None = None, num_threads: int = 1,
+                 kind: str = "sentencepiece"):
+        self.model_proto = model_proto  # the model file's bytes
+        self.path = None if path is None else Path(path)
+        self.num_threads = num_threads
+        self.kind = kind
+        self.sha256 = hashlib.sha256(model_proto).hexdigest()
+        if kind == "sentencepiece":
+            self._backend = SentencePieceBackend(model_proto, path)
+        elif kind == "hf":
+            from genomics_bigbird.tokenizer.hf_json import HFJsonBackend
+
+            self._backend = HFJsonBackend(model_proto, path)
+        else:
+            raise ValueError(f"kind must be sentencepiece or hf, got {kind!r}")
+        ids = self._backend.ids
+        self.pad_id, self.unk_id, self.cls_id = ids["pad_id"], ids["unk_id"], ids["cls_id"]
+        self.sep_id, self.mask_id = ids["sep_id"], ids["mask_id"]
+        self.special_ids = tuple(self._backend.special_ids)
 
     @classmethod
     def train(cls, files_or_iterable: str | os.PathLike | Iterable, vocab_size: int = 32000,
@@ -159,39 +198,41 @@ class DNATokenizer:
             handle.write(proto)
         with atomic_write(prefix.with_name(prefix.name + ".vocab")) as handle:
             for i in range(len(tokenizer)):
-                handle.write(f"{tokenizer._sp.id_to_piece(i)}\t{tokenizer._sp.get_score(i):g}\n")
+                handle.write(f"{tokenizer.id_to_piece(i)}\t{tokenizer._backend.score(i):g}\n")
         log.info("trained %d-token BPE on %s (sha256 %s)", len(tokenizer), tokenizer.path, tokenizer.sha256[:12])
         return tokenizer
 
     @classmethod
     def load(cls, path: str | os.PathLike, num_threads: int = 1) -> "DNATokenizer":
-        """Load a model written by `train` (PREFIX.model)."""
+        """Load a sentencepiece model written by `train` (PREFIX.model) or an HF `tokenizer.json`."""
         path = Path(path)
         if not path.is_file():
             raise InputError("tokenizer model not found", path)
+        kind = "hf" if path.suffix.lower() == ".json" else "sentencepiece"
         try:
-            return cls(path.read_bytes(), path=path, num_threads=num_threads)
+            return cls(path.read_bytes(), path=path, num_threads=num_threads, kind=kind)
         except RuntimeError as err:
-            raise InputError(f"not a sentencepiece model ({err})", path) from None
+            raise InputError(f"not a sentencepiece model ({err}); HF tokenizers are files ending in .json",
+                             path) from None
 
     def __len__(self) -> int:
-        return self._sp.get_piece_size()
+        return self._backend.size
 
     def encode(self, sequence: str) -> list[int]:
         """Return the token ids of a DNA sequence (normalized first; no special tokens)."""
-        return self._sp.encode(normalize(sequence))
+        return self._backend.encode([normalize(sequence)], 1)[0]
 
     def encode_batch(self, sequences: Sequence[str]) -> list[list[int]]:
-        """Return the token ids of each sequence (sentencepiece's threads, `num_threads`)."""
-        return self._sp.encode([normalize(s) for s in sequences], num_threads=self.num_threads)
+        """Return the token ids of each sequence (the backend's threads, `num_threads`)."""
+        return self._backend.encode([normalize(s) for s in sequences], self.num_threads)
 
     def decode(self, ids: Iterable[int]) -> str:
         """Return the bases of `ids` (special tokens decode to nothing)."""
-        return self._sp.decode([int(i) for i in ids])
+        return self._backend.decode(ids)
 
     def id_to_piece(self, token_id: int) -> str:
         """Return the piece (bases or a special name) of one id."""
-        return self._sp.id_to_piece(int(token_id))
+        return self._backend.id_to_piece(token_id)
 
     def bp_per_token(self, sequences: Iterable[str]) -> float:
         """Return bases per token over `sequences` (the paper reports 8.78 at 32k on held-out GRCh37)."""
