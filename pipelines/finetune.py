@@ -83,7 +83,7 @@ class FinetuneConfig:
 def add_arguments(parser: argparse.ArgumentParser, command: tuple[str, ...]) -> None:
     task = command[-1]
     parser.add_argument("--data", help=f"labeled windows HDF5 from `gbb {task} prepare` (data.path)")
-    parser.add_argument("--tokenizer", help="the sentencepiece model the encoder was pretrained with (data.tokenizer)")
+    parser.add_argument("--tokenizer", help="the tokenizer the encoder was pretrained with: .model or tokenizer.json (data.tokenizer)")
     parser.add_argument("--pretrained", help="pretrained checkpoint directory, e.g. out/pretrain/final")
     parser.add_argument("--config", help=f"YAML (default: configs/finetune/{task}.yaml)")
     parser.add_argument("--out", help="output directory (out_dir)")

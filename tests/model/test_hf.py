@@ -4,15 +4,14 @@ import math
 
 import pytest
 import torch
+import transformers  # the [hf] extra, which ./run test installs
 from safetensors.torch import load_file, save_file
 
 from genomics_bigbird.model import EncoderConfig, build_classifier, save_checkpoint
 from genomics_bigbird.model.attention.hf_eval import hf_eval_key_blocks, hf_eval_plan
-from genomics_bigbird.model.attention.reference import bigbird_ref
 from genomics_bigbird.model.attention import block_sparse_attention
+from genomics_bigbird.model.attention.reference import bigbird_ref
 from genomics_bigbird.model.hf import HFFormatError, from_hf, to_hf
-
-transformers = pytest.importorskip("transformers")
 
 BLOCK, RANDOM = 8, 2           # HF runs full attention up to (5 + 2 x 2) x 8 = 72 tokens
 LENGTH = 100                   # sparse in HF: 13 blocks once padded to 104

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import transformers  # the [hf] extra, which ./run test installs
 
 from genomics_bigbird.data.labeled import LabeledWriter
 from genomics_bigbird.evaluate.classifier import load_classifier
@@ -12,7 +13,6 @@ from genomics_bigbird.model import load_checkpoint
 from genomics_bigbird.tokenizer import DNATokenizer
 from pipelines import cli
 
-transformers = pytest.importorskip("transformers")
 
 WINDOW = 120
 rng = np.random.default_rng(3)

@@ -8,8 +8,6 @@ from genomics_bigbird.errors import InputError
 from genomics_bigbird.evaluate.classifier import check_tokenizer
 from genomics_bigbird.tokenizer import DNATokenizer
 
-tokenizers = pytest.importorskip("tokenizers")
-
 GENA_SPECIALS = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]   # GENA-LM's order: [PAD] is 3
 
 
