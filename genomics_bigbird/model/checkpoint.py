@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -71,27 +71,25 @@ def save_checkpoint(directory: str | os.PathLike, model: nn.Module, *, model_con
     tensors, ties = _tensors_and_ties(model)
     meta = {"format_version": FORMAT_VERSION, "task": task, "model_config": model_config,
             "tokenizer_sha256": tokenizer_sha256, "tied_weights": ties, "extra": dict(extra or {})}
-
-    def write(tmp: Path) -> None:
-        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-        (tmp / META_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        for name, data in (files or {}).items():
-            (tmp / name).write_bytes(data)
-
-    return write_directory(final, write)
+    return write_model_directory(final, tensors, {META_NAME: meta}, files)
 
 
-def write_directory(directory: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Fill a fresh temporary directory with `write(tmp)`, then put it at `directory` in one rename.
+def write_model_directory(directory: str | os.PathLike, tensors: dict[str, torch.Tensor],
+                          documents: dict[str, dict], files: dict[str, bytes] | None = None) -> Path:
+    """Write `model.safetensors`, JSON `documents` ({name: data}) and `files` ({name: bytes}) as one directory.
 
-    An existing `directory` is replaced only once the new one is complete; on any error the
-    temporary directory is removed and `directory` is left as it was.
+    Everything goes to a fresh temporary directory that is then renamed into place: an existing
+    `directory` is replaced only once the new one is complete, and on any error it is left as it was.
     """
     final = Path(directory)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
-        write(tmp)
+        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        for name, data in documents.items():
+            (tmp / name).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        for name, data in (files or {}).items():
+            (tmp / name).write_bytes(data)
         if final.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
             os.replace(final, old / final.name)

@@ -24,16 +24,16 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from genomics_bigbird.model.checkpoint import load_checkpoint, write_directory
+from genomics_bigbird.model.checkpoint import WEIGHTS_NAME, load_checkpoint, write_model_directory
 from genomics_bigbird.model.config import EncoderConfig
 from genomics_bigbird.model.encoder import build_encoder
 from genomics_bigbird.model.heads import build_classifier, build_masked_lm, build_pretraining_model
 
 CONFIG_NAME = "config.json"
-SAFETENSORS_NAME = "model.safetensors"
+SAFETENSORS_NAME = WEIGHTS_NAME  # transformers and our checkpoints name the weights file alike
 PICKLE_NAME = "pytorch_model.bin"
 # architecture -> (our task, the HF heads it carries)
 ARCHITECTURES = {"BigBirdForMaskedLM": ("mlm", ("mlm",)),
@@ -169,16 +169,15 @@ def read_hf_weights(directory: str | os.PathLike) -> tuple[dict[str, torch.Tenso
 
 
 def _architecture(hf: Mapping[str, Any], weights: Mapping[str, torch.Tensor], config_path: Path) -> str:
-    """The architecture config.json names; without one, the heads the weights hold decide."""
+    """The architecture config.json names, the MLM kind read from the weights (an NSP head or not)."""
     names = hf.get("architectures") or []
-    if not names:
-        if "classifier.out_proj.weight" in weights:
-            return "BigBirdForSequenceClassification"
-        return "BigBirdForPreTraining" if "cls.seq_relationship.weight" in weights else "BigBirdForMaskedLM"
-    if names[0] not in ARCHITECTURES:
+    if names and names[0] not in ARCHITECTURES:
         raise HFFormatError(f"architecture {names[0]!r} does not convert; supported: {', '.join(ARCHITECTURES)}",
                             config_path)
-    return names[0]
+    if names[0:1] == ["BigBirdForSequenceClassification"] or not names and "classifier.out_proj.weight" in weights:
+        return "BigBirdForSequenceClassification"
+    # config.json files are often copied between MLM and MLM+NSP runs: the weights say which one this is
+    return "BigBirdForPreTraining" if "cls.seq_relationship.weight" in weights else "BigBirdForMaskedLM"
 
 
 def _import_state(weights: dict[str, torch.Tensor], config: EncoderConfig, heads: tuple[str, ...],
@@ -346,11 +345,4 @@ def to_hf(checkpoint: str | os.PathLike, directory: str | os.PathLike,
         names = [f"LABEL_{i}" for i in range(state["head.classifier.weight"].shape[0])]
     tensors = _export_state(state, config, heads)
     config_json = hf_config(config, architecture, extra.get("hf_config"), names, token_ids)
-
-    def write(tmp: Path) -> None:
-        save_file(tensors, str(tmp / SAFETENSORS_NAME), metadata={"format": "pt"})
-        (tmp / CONFIG_NAME).write_text(json.dumps(config_json, indent=2, sort_keys=True) + "\n")
-        for name, data in (files or {}).items():
-            (tmp / name).write_bytes(data)
-
-    return write_directory(directory, write)
+    return write_model_directory(directory, tensors, {CONFIG_NAME: config_json}, dict(files or {}))

@@ -213,6 +213,9 @@ def test_unknown_architecture_missing_files_and_shapes_are_named(tmp_path):
     (directory / "config.json").write_text(json.dumps({**config, "model_type": "bert"}))
     with pytest.raises(HFFormatError, match="model_type is 'bert'"):
         from_hf(directory)
+    # a config.json copied from an MLM+NSP run: the weights (no NSP head) decide
+    (directory / "config.json").write_text(json.dumps({**config, "architectures": ["BigBirdForPreTraining"]}))
+    assert from_hf(directory).task == "mlm"
     (directory / "config.json").write_text(json.dumps(config))
     with pytest.raises(HFFormatError, match="has no classification head"):
         from_hf(directory, head="classification")
