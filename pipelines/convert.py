@@ -6,7 +6,8 @@
 from-hf reads config.json, model.safetensors (or pytorch_model.bin, as weights only) and
 tokenizer.json, and writes our checkpoint with the tokenizer beside it (DST/tokenizer.json is what
 `--tokenizer` takes afterwards). to-hf writes config.json, model.safetensors and the tokenizer
-(tokenizer.json + tokenizer_config.json), loadable with transformers' `from_pretrained`. A log and
+(tokenizer.json + tokenizer_config.json; a sentencepiece model is converted to the same ids),
+loadable with transformers' `from_pretrained`. A log and
 a manifest go next to DST (DST.convert.log, DST.manifest.json).
 """
 from __future__ import annotations
@@ -33,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser, command: tuple[str, ...]) -> 
     else:
         parser.add_argument("source", type=Path, metavar="SRC", help="our checkpoint directory (gbb finetune best/, "
                                                                      "gbb pretrain final/, or gbb convert from-hf)")
-        parser.add_argument("--tokenizer", type=Path, help="the checkpoint's tokenizer.json (default: SRC/tokenizer.json)")
+        parser.add_argument("--tokenizer", type=Path, help="the checkpoint's tokenizer, .model or tokenizer.json "
+                                                           "(default: SRC/tokenizer.json, else the one SRC records)")
     parser.add_argument("--out", type=Path, required=True, metavar="DST", help="output directory (replaced if it exists)")
     parser.add_argument("--quiet", action="store_true", help="no console log")
 
@@ -94,12 +96,15 @@ def from_hf_main(source: Path, out: Path, *, head: str | None = None, layout: st
 
 
 def hf_tokenizer_files(tokenizer, max_length: int) -> dict[str, bytes]:
-    """tokenizer.json and the tokenizer_config.json that lets `AutoTokenizer.from_pretrained` read it."""
+    """tokenizer.json (a sentencepiece model converted, same ids) and the tokenizer_config.json that
+    lets `AutoTokenizer.from_pretrained` read it."""
+    from genomics_bigbird.tokenizer.hf_json import to_tokenizer_json
+
     pieces = {name: tokenizer.id_to_piece(getattr(tokenizer, f"{name}_id"))
               for name in ("pad", "unk", "cls", "sep", "mask")}
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": max_length,
               **{f"{name}_token": piece for name, piece in pieces.items()}}
-    return {HF_TOKENIZER: tokenizer.model_proto,
+    return {HF_TOKENIZER: to_tokenizer_json(tokenizer),
             "tokenizer_config.json": (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()}
 
 
@@ -115,10 +120,6 @@ def _export_tokenizer(checkpoint: Path, meta: dict, given: Path | None):
         raise InputError(f"no tokenizer: pass --tokenizer (looked for {', '.join(map(str, candidates))})", checkpoint)
     tokenizer = DNATokenizer.load(path)
     check_tokenizer(meta, checkpoint, tokenizer.sha256, path)
-    if tokenizer.kind != "hf":
-        raise InputError("the checkpoint was trained with a sentencepiece model; HF BigBird's own tokenizer "
-                         "cannot read it, so the export would have no tokenizer. Export models trained with an "
-                         "HF tokenizer.json", path)
     return tokenizer
 
 

@@ -62,3 +62,37 @@ class HFJsonBackend:
         """Bases of the ids; special tokens (GENA-LM's `-` for a run of N among them) decode to nothing."""
         special = set(self.special_ids)
         return "".join(self.id_to_piece(i) for i in ids if int(i) not in special)
+
+
+def to_tokenizer_json(tokenizer) -> bytes:
+    """The `DNATokenizer`'s model as HF tokenizer.json bytes: an HF file as it is; a sentencepiece BPE converted.
+
+    The conversion gives the same ids: sentencepiece merges, anywhere in a sequence, the adjacent
+    pair whose concatenation is the best-scored piece (leftmost first), so every split of a piece
+    into two pieces becomes one merge, ranked by the piece's score. A normalizer does the project's
+    normalization (upper case, other codes to N), so `transformers` users may pass raw sequences,
+    and the post-processor adds [CLS] ... [SEP] as the data layer does.
+    """
+    if tokenizer.kind == "hf":
+        return tokenizer.model_proto
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, processors
+
+    special = set(tokenizer.special_ids)
+    vocab = {tokenizer.id_to_piece(i): i for i in range(len(tokenizer))}
+    ranked = sorted((i for i in range(len(tokenizer)) if i not in special and len(tokenizer.id_to_piece(i)) > 1),
+                    key=lambda i: (-tokenizer._backend.score(i), i))
+    merges = []
+    for i in ranked:
+        piece = tokenizer.id_to_piece(i)
+        merges += [(piece[:cut], piece[cut:]) for cut in range(1, len(piece))
+                   if piece[:cut] in vocab and piece[cut:] in vocab]
+    model = models.BPE(vocab=vocab, merges=merges, unk_token=tokenizer.id_to_piece(tokenizer.unk_id))
+    converted = Tokenizer(model)
+    converted.add_special_tokens([tokenizer.id_to_piece(i) for i in sorted(special)])
+    converted.normalizer = normalizers.Sequence(
+        [normalizers.Replace(low, low.upper()) for low in "acgt"] + [normalizers.Replace(Regex("[^ACGT]"), "N")])
+    converted.post_processor = processors.BertProcessing(
+        (tokenizer.id_to_piece(tokenizer.sep_id), tokenizer.sep_id),
+        (tokenizer.id_to_piece(tokenizer.cls_id), tokenizer.cls_id))
+    converted.decoder = decoders.Fuse()
+    return converted.to_str().encode("utf-8")

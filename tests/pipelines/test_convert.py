@@ -130,3 +130,32 @@ def test_errors_name_the_file(tmp_path, hf_dir, capsys):
     assert cli.main(["convert", "from-hf", str(hf_dir), "--head", "classification", "--out", str(tmp_path / "x")]) == 2
     assert "config.json: architecture BigBirdForMaskedLM has no classification head" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_our_pretraining_checkpoint_exports_with_its_sentencepiece_tokenizer(tmp_path):
+    """A model trained here in HF's layout (configs/model/hf_base.yaml, shrunk) goes to the hub's format."""
+    from genomics_bigbird.model import EncoderConfig, build_pretraining_model, save_checkpoint
+    from pipelines.pretrain import resolve_model_config
+
+    tokenizer = DNATokenizer.train(random_dna(np.random.default_rng(2), 200, 200), vocab_size=48,
+                                   model_prefix=tmp_path / "tok" / "dna_bpe", seed=0)
+    config = resolve_model_config({"config": "configs/model/hf_base.yaml", "vocab_size": len(tokenizer),
+                                   "hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64,
+                                   "max_position": 256, "block_size": 16, "num_random_blocks": 1})
+    assert isinstance(config, EncoderConfig) and config.norm_position == "post"
+    torch.manual_seed(0)
+    model = build_pretraining_model(config).eval()
+    ckpt = save_checkpoint(tmp_path / "final", model, model_config=config.to_dict(), task="pretraining",
+                           tokenizer_sha256=tokenizer.sha256, extra={"tokenizer": str(tokenizer.path)})
+    exported = tmp_path / "hf"
+    assert cli.main(["convert", "to-hf", str(ckpt), "--out", str(exported), "--quiet"]) == 0
+    hf_model = transformers.AutoModelForMaskedLM.from_pretrained(exported).eval()
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(exported)
+    window = "acgt" + CHR1[:80] + "NNRY"                          # raw: lower case and IUPAC codes too
+    ids = [tokenizer.cls_id, *tokenizer.encode(window), tokenizer.sep_id]
+    assert hf_tokenizer(window)["input_ids"] == ids
+    input_ids = torch.tensor([ids])
+    everywhere = torch.ones_like(input_ids, dtype=torch.bool)
+    with torch.no_grad():      # short input: HF runs full attention and ours covers every block
+        ours, _ = model(input_ids, everywhere, torch.zeros_like(input_ids), everywhere)
+        assert (hf_model(input_ids=input_ids).logits[0] - ours).abs().max() < 1e-4

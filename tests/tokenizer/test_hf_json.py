@@ -104,3 +104,25 @@ def test_files_without_the_specials_or_not_bpe_are_refused(tmp_path):
     Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]")).save(str(tmp_path / "word.json"))
     with pytest.raises(InputError, match="the tokenizer model is 'WordLevel'"):
         DNATokenizer.load(tmp_path / "word.json")
+
+
+def test_sentencepiece_model_converts_to_a_tokenizer_json_with_the_same_ids(tmp_path):
+    from tokenizers import Tokenizer
+
+    from genomics_bigbird.tokenizer.hf_json import to_tokenizer_json
+
+    rng = np.random.default_rng(5)
+    corpus = [s.replace("N" * 10, "") for s in dna(rng, 300, 400)]
+    sentencepiece = DNATokenizer.train(corpus, vocab_size=300, model_prefix=tmp_path / "bpe", seed=0)
+    data = to_tokenizer_json(sentencepiece)
+    converted = Tokenizer.from_str(data.decode())
+    sequences = dna(rng, 60, 700) + ["A" * 300, "AT" * 150, "ACGTN" * 60]
+    raw = ["".join(c.lower() if rng.random() < 0.3 else c for c in s) + "ryk" for s in sequences]
+    expected = [sentencepiece.encode(s) for s in raw]
+    assert [converted.encode(s, add_special_tokens=False).ids for s in raw] == expected  # normalizer included
+    assert converted.encode("ACGT").ids == [sentencepiece.cls_id, *sentencepiece.encode("ACGT"), sentencepiece.sep_id]
+    (tmp_path / "tokenizer.json").write_bytes(data)
+    reloaded = DNATokenizer.load(tmp_path / "tokenizer.json")
+    assert (reloaded.pad_id, reloaded.cls_id, reloaded.mask_id) == (0, 2, 4)
+    assert reloaded.encode_batch(raw) == expected and len(reloaded) == 300
+    assert to_tokenizer_json(reloaded) == data                      # an HF file is passed on as it is
