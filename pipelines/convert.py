@@ -59,7 +59,7 @@ def from_hf_main(source: Path, out: Path, *, head: str | None = None, layout: st
                  quiet: bool = False) -> dict:
     """Import the HF model directory `source` into our checkpoint `out`; return the job's outputs."""
     from genomics_bigbird.model import save_checkpoint
-    from genomics_bigbird.model.hf import HFFormatError, from_hf, read_hf_weights
+    from genomics_bigbird.model.hf import HFFormatError, from_hf
     from genomics_bigbird.tokenizer import DNATokenizer
 
     source, out = Path(source), Path(out)
@@ -70,7 +70,6 @@ def from_hf_main(source: Path, out: Path, *, head: str | None = None, layout: st
     tokenizer = DNATokenizer.load(tokenizer_path)
     try:
         imported = from_hf(source, head=head, sparse_layout=layout)
-        _, weights_path = read_hf_weights(source)
     except HFFormatError as err:
         raise InputError(err.message, err.path) from None
     config = imported.config
@@ -80,7 +79,7 @@ def from_hf_main(source: Path, out: Path, *, head: str | None = None, layout: st
     if len(tokenizer) > config.vocab_size:
         raise InputError(f"the tokenizer has {len(tokenizer)} tokens but the model only {config.vocab_size} "
                          f"(vocab_size in config.json): they must come from the same model", tokenizer_path)
-    inputs = [source / "config.json", weights_path, tokenizer_path]
+    inputs = [source / "config.json", Path(imported.extra["hf_weights"]), tokenizer_path]
     with _job("convert-from-hf", out, inputs, {"source": str(source), "head": head, "layout": layout}, quiet) as job:
         job.log.info("%s: %s, %d layers x %d, %s attention (%s), %d tokens", source, imported.extra["hf_architecture"],
                      config.num_layers, config.hidden_size, config.attention, config.sparse_layout, len(tokenizer))

@@ -165,7 +165,8 @@ def read_hf_weights(directory: str | os.PathLike) -> tuple[dict[str, torch.Tenso
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise HFFormatError("does not hold a state_dict (a mapping of names to tensors)", pickle_path)
         return state, pickle_path
-    raise HFFormatError(f"no weights: expected {SAFETENSORS_NAME} or {PICKLE_NAME} next to {CONFIG_NAME}", directory)
+    raise HFFormatError(f"no weights: expected {SAFETENSORS_NAME} or {PICKLE_NAME} next to {CONFIG_NAME} "
+                        f"(checkpoints sharded into several files are not read)", directory)
 
 
 def _architecture(hf: Mapping[str, Any], weights: Mapping[str, torch.Tensor], config_path: Path) -> str:
@@ -249,7 +250,8 @@ def from_hf(directory: str | os.PathLike, head: str | None = None, sparse_layout
     else:
         model = build_masked_lm(config) if task == "mlm" else build_pretraining_model(config)
     model.load_state_dict(_import_state(weights, config, heads, model.state_dict(), weights_path, dropped))
-    extra: dict[str, Any] = {"hf_architecture": architecture, "hf_config": hf, "hf_source": str(directory)}
+    extra: dict[str, Any] = {"hf_architecture": architecture, "hf_config": hf, "hf_source": str(directory),
+                             "hf_weights": str(weights_path)}
     if task == "classification":
         extra["feature_names"] = [labels[key] for key in sorted(labels, key=int)] if labels else [
             f"LABEL_{i}" for i in range(num_labels)]
