@@ -68,11 +68,16 @@ def test_tiny_yaml_builds_a_model_of_the_documented_size():
     assert weights == 2 * per_layer
 
 
-@pytest.mark.parametrize("kind", KINDS)
+HF_LAYOUT = dict(norm_position="post", embedding_layer_norm=True, activation="gelu_new", classifier_head="hf",
+                 global_placement="ends", num_global_blocks=2)
+
+
+@pytest.mark.parametrize("kind", KINDS + ("hf_eval",))
 def test_right_padding_leaves_real_positions_unchanged(kind):
     """A 60-token input alone equals the same input padded to 64 beside a longer one (same 8 blocks)."""
     torch.manual_seed(0)
-    encoder = build_encoder(tiny_config(kind)).eval()
+    config = tiny_config("bigbird", sparse_layout="hf_eval", **HF_LAYOUT) if kind == "hf_eval" else tiny_config(kind)
+    encoder = build_encoder(config).eval()
     generator = torch.Generator().manual_seed(2)
     short = random_ids(generator, 1, 60)
     batch = random_ids(generator, 2, 64)
@@ -165,3 +170,25 @@ def test_classifier_starts_from_pretrained_encoder_weights():
     partial = {k: v for k, v in pretrained.state_dict().items() if not k.startswith("encoder.layers.1.")}
     with pytest.raises(RuntimeError, match="Missing key"):
         load_encoder_weights(classifier, partial)
+
+
+def test_hf_layout_and_every_attention_kind_keep_the_weight_names():
+    """Checkpoints move between attention kinds; HF's layout adds the embedding norm and drops the final one."""
+    ours = set(build_classifier(tiny_config("full"), 3).state_dict())
+    for kind in KINDS:
+        assert set(build_classifier(tiny_config(kind), 3).state_dict()) == ours
+    hf_full = set(build_classifier(tiny_config("full", **HF_LAYOUT), 3).state_dict())
+    hf_eval = set(build_classifier(tiny_config("bigbird", sparse_layout="hf_eval", **HF_LAYOUT), 3).state_dict())
+    assert hf_eval == hf_full
+    encoder_only = {k for k in hf_full if k.startswith("encoder.")}
+    assert encoder_only == {k for k in ours if k.startswith("encoder.") and not k.startswith("encoder.norm.")} | {
+        "encoder.embedding_norm.weight", "encoder.embedding_norm.bias"}
+    assert hf_full - encoder_only == {"head.dense.weight", "head.dense.bias", "head.classifier.weight",
+                                      "head.classifier.bias"}
+
+
+def test_hf_eval_layout_needs_hf_global_blocks():
+    with pytest.raises(ValueError, match="sparse_layout hf_eval is HF's layout"):
+        tiny_config("bigbird", sparse_layout="hf_eval")
+    with pytest.raises(ValueError, match="norm_position 'middle' is not one of pre, post"):
+        tiny_config(norm_position="middle")
