@@ -76,8 +76,8 @@ def from_hf_main(source: Path, out: Path, *, head: str | None = None, layout: st
     if tokenizer.pad_id != config.pad_id:
         raise InputError(f"the tokenizer's [PAD] id is {tokenizer.pad_id} but config.json's pad_token_id is "
                          f"{config.pad_id}: they must come from the same model", tokenizer_path)
-    if len(tokenizer) > config.vocab_size:
-        raise InputError(f"the tokenizer has {len(tokenizer)} tokens but the model only {config.vocab_size} "
+    if len(tokenizer) != config.vocab_size:  # fine-tuning and scoring check the same (pipelines.pretrain)
+        raise InputError(f"the tokenizer has {len(tokenizer)} tokens but the model {config.vocab_size} "
                          f"(vocab_size in config.json): they must come from the same model", tokenizer_path)
     inputs = [source / "config.json", Path(imported.extra["hf_weights"]), tokenizer_path]
     with _job("convert-from-hf", out, inputs, {"source": str(source), "head": head, "layout": layout}, quiet) as job:

@@ -145,8 +145,7 @@ def start_deepspeed(train) -> tuple[Any, str, dict]:
 
 def check_compatible(model_config, tokenizer, data: PretrainData, tokenizer_path: Path) -> None:
     """Refuse a tokenizer or instance length the model cannot take (ids would index wrong rows)."""
-    # A larger model vocabulary is harmless (HF models often pad theirs); a larger tokenizer is not.
-    if len(tokenizer) > model_config.vocab_size:
+    if len(tokenizer) != model_config.vocab_size:
         raise InputError(f"the tokenizer has {len(tokenizer)} tokens but model.vocab_size is "
                          f"{model_config.vocab_size}; set model.vocab_size={len(tokenizer)} or use the "
                          f"tokenizer the model config was made for", tokenizer_path)

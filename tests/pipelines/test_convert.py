@@ -1,5 +1,6 @@
 """`gbb convert`: a tiny random HF BigBird (built here, no network) through convert -> finetune -> evaluate -> score."""
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -129,6 +130,14 @@ def test_errors_name_the_file(tmp_path, hf_dir, capsys):
     assert "missing/tokenizer.json: not found" in capsys.readouterr().err
     assert cli.main(["convert", "from-hf", str(hf_dir), "--head", "classification", "--out", str(tmp_path / "x")]) == 2
     assert "config.json: architecture BigBirdForMaskedLM has no classification head" in capsys.readouterr().err
+    other = tmp_path / "other_tokenizer"
+    shutil.copytree(hf_dir, other)
+    from tokenizers import Tokenizer, models
+
+    Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]", "A"])},
+                         merges=[], unk_token="[UNK]")).save(str(other / "tokenizer.json"))
+    assert cli.main(["convert", "from-hf", str(other), "--out", str(tmp_path / "x")]) == 2
+    assert "tokenizer.json: the tokenizer has 6 tokens but the model 64" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 
