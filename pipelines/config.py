@@ -1,4 +1,11 @@
-"""Typed configs: dataclasses loaded from YAML with `key.sub=value` overrides."""
+"""Typed configs: dataclasses loaded from YAML with `key.sub=value` overrides.
+
+The YAML in the repository's top-level `configs/` (and `data_manifests/`) ships with the package:
+a checkout or an editable install reads it beside `pipelines/`, a built wheel carries copies in
+`pipelines/configs/` and `pipelines/data_manifests/` (setup.py). A path such as
+`configs/model/tiny.yaml` therefore works from any directory; a file found nowhere is an error,
+never an empty config or the dataclass defaults.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -12,6 +19,48 @@ import yaml
 from genomics_bigbird.errors import InputError
 
 T = TypeVar("T")
+
+# Where the shipped YAML lives: a source checkout (or editable install), then a built wheel.
+SHIPPED_ROOTS = (Path(__file__).resolve().parents[1], Path(__file__).resolve().parent)
+
+
+def shipped_dir(name: str) -> Path:
+    """The directory `name` (configs, data_manifests) shipped with the package."""
+    for root in SHIPPED_ROOTS:
+        if (root / name).is_dir():
+            return root / name
+    raise InputError(f"the installed package has no {name}/ directory (looked in "
+                     f"{', '.join(str(r) for r in SHIPPED_ROOTS)}); reinstall genomics-bigbird")
+
+
+def find_config(path: str | Path) -> Path:
+    """A config file: the path as given (from the working directory), else the shipped copy of a
+    relative path such as `configs/model/tiny.yaml`. A file found nowhere is an InputError."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    searched = [] if path.is_absolute() else [root / path for root in SHIPPED_ROOTS]
+    for candidate in searched:
+        if candidate.is_file():
+            return candidate
+    where = f" (nor under {' or '.join(str(r) for r in SHIPPED_ROOTS)})" if searched else ""
+    raise InputError(f"config file not found{where}", path)
+
+
+def read_yaml_mapping(path: str | Path) -> dict:
+    """A YAML file that must hold a non-empty mapping; anything else is an InputError naming the file."""
+    try:
+        tree = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError("config file not found", path) from None
+    except yaml.YAMLError as err:
+        line = getattr(getattr(err, "problem_mark", None), "line", None)
+        raise InputError(f"not valid YAML: {err}", path, None if line is None else line + 1) from None
+    if tree is None:
+        raise InputError("the config file is empty", path)
+    if not isinstance(tree, dict):
+        raise InputError("config must be a YAML mapping", path)
+    return tree
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -66,18 +115,14 @@ def _set_override(tree: dict, dotted: str, raw: str) -> None:
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
-    """Load `cls` from a YAML file (or its defaults) and apply `key.sub=value` overrides."""
+    """Load `cls` from a YAML file (found by `find_config`) and apply `key.sub=value` overrides.
+
+    Without a file, `cls`'s defaults are the config (the commands whose defaults are the paper's).
+    """
     tree: dict = {}
     if path is not None:
-        try:
-            tree = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise InputError("config file not found", path) from None
-        except yaml.YAMLError as err:
-            line = getattr(getattr(err, "problem_mark", None), "line", None)
-            raise InputError(f"not valid YAML: {err}", path, None if line is None else line + 1) from None
-        if not isinstance(tree, dict):
-            raise InputError("config must be a YAML mapping", path)
+        path = find_config(path)
+        tree = read_yaml_mapping(path)
     for item in overrides:
         if "=" not in item:
             raise InputError(f"override {item!r} must look like key.sub=value")

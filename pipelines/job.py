@@ -6,6 +6,7 @@ import logging
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -21,12 +22,14 @@ _CAPTURED = ("gbb", "genomics_bigbird")
 class Job:
     """A pipeline run writing into `out_dir`: logs to `out_dir/<log_name>`, manifest at the end.
 
-    Use as a context manager; the manifest is written only when the block succeeds.
+    Use as a context manager; the manifest is written only when the block succeeds, and not at
+    all with `manifest_name=None` (a run that finds its work already done keeps the manifest of
+    the run that did it).
     """
 
     def __init__(self, name: str, out_dir: str | Path, *, inputs: Sequence[str | Path] = (),
                  config: Mapping[str, Any] | None = None, seed: int | None = None,
-                 quiet: bool = False, manifest_name: str = "manifest.json", log_name: str | None = None):
+                 quiet: bool = False, manifest_name: str | None = "manifest.json", log_name: str | None = None):
         self.name = name
         self.out_dir = Path(out_dir)
         self.inputs = list(inputs)
@@ -38,6 +41,7 @@ class Job:
         self.outputs: dict[str, Any] = {}
         self.log = logging.getLogger(f"gbb.{name}")
         self._handlers: list[logging.Handler] = []
+        self._showwarning = None
         self._start = 0.0
 
     def __enter__(self) -> "Job":
@@ -57,6 +61,9 @@ class Job:
             logger.setLevel(logging.INFO)
             for handler in self._handlers:
                 logger.addHandler(handler)
+        # Python warnings (e.g. a library's FutureWarning) go to the log too: on the console only
+        # when it is not quiet.
+        self._showwarning, warnings.showwarning = warnings.showwarning, self._log_warning
         self.log.info("started; outputs in %s", self.out_dir)
         if (choice := threads.current()) is not None:
             self.log.info("using %s", choice.describe())
@@ -65,7 +72,9 @@ class Job:
     def __exit__(self, exc_type, exc, tb) -> None:
         elapsed = time.time() - self._start
         try:
-            if exc_type is None:
+            if exc_type is None and self.manifest_name is None:
+                self.log.info("done in %.1f s", elapsed)
+            elif exc_type is None:
                 self.outputs.setdefault("elapsed_s", round(elapsed, 2))
                 choice = threads.current()
                 runtime = {"threads": choice.threads, "threads_reason": choice.reason} if choice else {}
@@ -75,12 +84,16 @@ class Job:
             else:
                 self.log.error("failed after %.1f s: %s", elapsed, exc)
         finally:
+            warnings.showwarning = self._showwarning
             for logger_name in _CAPTURED:
                 for handler in self._handlers:
                     logging.getLogger(logger_name).removeHandler(handler)
             for handler in self._handlers:
                 handler.close()
             self._handlers.clear()
+
+    def _log_warning(self, message, category, filename, lineno, file=None, line=None) -> None:
+        self.log.warning("%s: %s (%s:%d)", category.__name__, message, filename, lineno)
 
     def progress(self, iterable: Iterable | None = None, *, total: int | float | None = None,
                  desc: str = "", unit: str = "it", unit_scale: bool = False) -> Iterator:
@@ -116,6 +129,7 @@ class MetricsWriter:
         self.enabled, self.prefix = enabled, prefix
         self.path = Path(out_dir) / "metrics.jsonl"
         self.tensorboard = None
+        self.kept: list[dict] = []
         if not enabled:
             return
         from torch.utils.tensorboard import SummaryWriter
@@ -124,9 +138,14 @@ class MetricsWriter:
         if self.path.exists():
             kept = [line for line in self.path.read_text().splitlines()
                     if line.strip() and json.loads(line)["step"] <= start_step]
+        self.kept = [json.loads(line) for line in kept]
         with atomic_write(self.path) as handle:
             handle.writelines(line + "\n" for line in kept)
         self.tensorboard = SummaryWriter(str(Path(out_dir) / "tensorboard"), purge_step=start_step + 1)
+
+    def last_record(self, key: str = "loss") -> dict:
+        """The last record kept from before `start_step` that has `key` ({} if none)."""
+        return next((record for record in reversed(self.kept) if key in record), {})
 
     def write(self, record: dict) -> None:
         if not self.enabled:

@@ -10,7 +10,6 @@ for fine-tuning), pretrain.log and manifest.json.
 from __future__ import annotations
 
 import argparse
-import logging
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -18,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from genomics_bigbird.errors import InputError
-from pipelines.config import from_dict, load_config, save_config, to_dict
+from pipelines.config import find_config, from_dict, load_config, read_yaml_mapping, save_config, to_dict
 from pipelines.job import Job, MetricsWriter, RankLog
+from pipelines.training import (
+    finished_outputs, launcher_rank, plan_deepspeed, resume, save_checkpoint, saved_checkpoint, start_deepspeed)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 NAN_HINT = ("lower train.lr, raise train.warmup_steps, keep train.gradient_clipping at 1.0, or use "
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def resolve_path(path: str | Path) -> Path:
-    """A relative path as given, or else relative to the project root (where configs/ lives)."""
+    """A relative data path as given, or else relative to the project root (config files: `find_config`)."""
     path = Path(path)
     if path.is_absolute() or path.exists() or not (PROJECT_ROOT / path).exists():
         return path
@@ -100,47 +101,12 @@ def resolve_model_config(model: str | dict):
     from genomics_bigbird.model import EncoderConfig
 
     spec = {"config": model} if isinstance(model, str) else dict(model)
-    tree = {}
-    if "config" in spec:
-        import yaml
-
-        path = resolve_path(spec.pop("config"))
-        if not path.is_file():
-            raise InputError("model config not found", path)
-        tree = yaml.safe_load(path.read_text()) or {}
+    tree = read_yaml_mapping(find_config(spec.pop("config"))) if "config" in spec else {}
     tree.update(spec)
     try:
         return from_dict(EncoderConfig, tree, "model")
     except ValueError as err:
         raise InputError(str(err)) from None
-
-
-def deepspeed_extra(train: PretrainTrain) -> dict:
-    """The DeepSpeed JSON fragment (tuning keys) for the chosen ZeRO stage."""
-    from genomics_bigbird.train.engine import load_deepspeed_json
-
-    path = train.deepspeed_json or f"configs/deepspeed/zero{train.zero_stage}.json"
-    resolved = resolve_path(path)
-    if train.deepspeed_json is None and not resolved.is_file():
-        return {}  # installed without the configs folder: DeepSpeed's defaults for the stage
-    return load_deepspeed_json(resolved)
-
-
-def start_deepspeed(train) -> tuple[Any, str, dict]:
-    """(distributed context, precision, DeepSpeed config) of a run with `train`'s batch and ZeRO settings.
-
-    `train` is a PretrainTrain or a FinetuneTrain (they share these fields).
-    """
-    from genomics_bigbird.train import engine as ds
-
-    ctx = ds.init_distributed()
-    ds.set_deepspeed_log_level(logging.WARNING)
-    precision = ds.resolve_precision(train.precision, ctx.device)
-    ds_config = ds.deepspeed_config(global_batch_size=train.global_batch_size,
-                                    micro_batch_size=train.micro_batch_size, world_size=ctx.world_size,
-                                    zero_stage=train.zero_stage, precision=precision,
-                                    gradient_clipping=train.gradient_clipping, extra=deepspeed_extra(train))
-    return ctx, precision, ds_config
 
 
 def check_compatible(model_config, tokenizer, data: PretrainData, tokenizer_path: Path) -> None:
@@ -213,16 +179,18 @@ def train_step(engine, batches, accumulation: int, sums, step: int, device) -> A
     return position
 
 
-def train_loop(engine, batches, train: PretrainTrain, ctx, step: int, job, out_dir: Path, data_seed: int) -> dict:
-    """Optimizer steps from `step` to `train.steps`: metrics every log_every, checkpoints every
-    checkpoint_every (and at the end). Returns the last metrics record."""
+def train_loop(engine, batches, train: PretrainTrain, ctx, start, job, out_dir: Path, data_seed: int) -> dict:
+    """Optimizer steps from `start` (a training.Resumed) to `train.steps`: metrics every log_every,
+    checkpoints every checkpoint_every (and at the end). Returns the last metrics record (of the
+    earlier run when a finished checkpoint left nothing to train)."""
     from genomics_bigbird.train import engine as ds
     from genomics_bigbird.train.loop import MetricSums
 
     checkpoints = out_dir / "checkpoints"
     accumulation = engine.gradient_accumulation_steps()
+    step = start.step
     metrics = MetricsWriter(out_dir, step, enabled=ctx.is_main, prefix="pretrain")
-    sums, record = MetricSums(), {}
+    sums, record = MetricSums(dict(start.pending_sums)), metrics.last_record()
     bar = job.progress(total=train.steps, desc="pretrain", unit="step")
     bar.n = bar.last_print_n = step  # a resumed run starts its bar where it left off
     tick = time.perf_counter()
@@ -239,10 +207,8 @@ def train_loop(engine, batches, train: PretrainTrain, ctx, step: int, job, out_d
                 metrics.write(record)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
             if step % train.checkpoint_every == 0 or last:
-                ds.save_training_checkpoint(engine, checkpoints, f"step{step}", {
-                    "step": step, "epoch": position.epoch, "batches_done": position.batches_done,
-                    "world_size": ctx.world_size, "data_seed": data_seed})
-                ds.prune_checkpoints(checkpoints, train.keep_checkpoints)
+                save_checkpoint(engine, checkpoints, step, position, sums, train.keep_checkpoints,
+                                world_size=ctx.world_size, data_seed=data_seed)
             bar.update(1)
     finally:
         bar.close()
@@ -251,12 +217,16 @@ def train_loop(engine, batches, train: PretrainTrain, ctx, step: int, job, out_d
 
 
 def main(config: PretrainConfig, quiet: bool = False) -> dict[str, Any]:
-    """Pretrain; return the outputs (paths, last metrics). Every rank calls this."""
+    """Pretrain; return the outputs (paths, last metrics). Every rank calls this.
+
+    With train.resume, a run continues from its last checkpoint exactly (same losses and weights
+    as without the interruption); a run that already reached train.steps is left as it is.
+    """
     import torch
     import torch.distributed as dist
 
     from genomics_bigbird.data.pretraining import PretrainingDataset, collate_pretraining
-    from genomics_bigbird.model import build_pretraining_model, save_checkpoint
+    from genomics_bigbird.model import build_pretraining_model, save_checkpoint as save_weights
     from genomics_bigbird.tokenizer import DNATokenizer
     from genomics_bigbird.train import engine as ds
     from genomics_bigbird.train.loop import DataPosition, micro_batches
@@ -269,56 +239,51 @@ def main(config: PretrainConfig, quiet: bool = False) -> dict[str, Any]:
     check_compatible(model_config, tokenizer, config.data, tokenizer_path)
     dataset = PretrainingDataset(resolve_path(config.data.shards), tokenizer, max_length=config.data.max_length,
                                  seed=config.data.seed)
-
-    ctx, precision, ds_config = start_deepspeed(train)
+    plan = plan_deepspeed(train)
     out_dir = Path(config.out_dir)
     checkpoints = out_dir / "checkpoints"
-    accumulation = ds_config["gradient_accumulation_steps"]
-    has_checkpoint = ds.latest_checkpoint_tag(checkpoints) is not None
-    if has_checkpoint and not train.resume:
-        raise InputError("holds checkpoints of an earlier run; pass --resume (train.resume=true) to "
-                         "continue it, or choose another out_dir", out_dir)
+    saved = saved_checkpoint(out_dir, checkpoints, train.resume)
+    finished = finished_outputs("pretrain", out_dir, saved, train.steps, kept="final/", quiet=quiet)
+    if finished is not None:
+        return finished
+    is_main = launcher_rank() == 0
     resolved = to_dict(config)
     resolved["model"] = model_config.to_dict()
-    resolved["resolved"] = {"world_size": ctx.world_size, "gradient_accumulation_steps": accumulation,
-                            "precision": precision, "deepspeed": ds_config}
+    resolved["resolved"] = plan.describe()
 
     inputs = [tokenizer_path, resolve_path(config.data.shards) / "shards.json"]
     job = (Job("pretrain", out_dir, inputs=inputs, config=resolved, seed=config.data.seed, quiet=quiet)
-           if ctx.is_main else RankLog(ctx.rank, "pretrain"))
+           if is_main else RankLog(launcher_rank(), "pretrain"))
     with job:
-        if ctx.is_main:
+        if is_main:
             save_config(from_dict(PretrainConfig, {k: v for k, v in resolved.items() if k != "resolved"}),
                         out_dir / "config.yaml")
+        ctx = start_deepspeed(plan)
         torch.manual_seed(train.seed)  # identical initial weights on every rank
         model = build_pretraining_model(model_config)
-        engine = ds.build_engine(model, ds_config, lr=train.lr, weight_decay=train.weight_decay,
+        engine = ds.build_engine(model, plan.config, lr=train.lr, weight_decay=train.weight_decay,
                                  warmup_steps=train.warmup_steps, total_steps=train.steps, eps=train.adam_eps)
         torch.manual_seed(train.seed + 1 + ctx.rank)  # dropout differs between ranks
-        step, position = 0, DataPosition()
-        if train.resume and has_checkpoint:
-            state = ds.load_training_checkpoint(engine, checkpoints)
-            step, position = state["step"], DataPosition(state["epoch"], state["batches_done"])
-            job.log.info("resumed from step %d (epoch %d, %d micro-batches into it)", step, position.epoch,
-                         position.batches_done)
-        elif train.resume:
+        if train.resume and saved is None:
             job.log.warning("no checkpoint in %s: starting from step 0", checkpoints)
+        start = resume(engine, checkpoints, saved, job.log)
         job.log.info("%d instances; %d rank(s) x micro-batch %d x %d accumulation = global batch %d; %s on %s",
-                     len(dataset), ctx.world_size, train.micro_batch_size, accumulation,
-                     train.global_batch_size, precision, ctx.device)
+                     len(dataset), ctx.world_size, train.micro_batch_size, plan.accumulation,
+                     train.global_batch_size, plan.precision, ctx.device)
 
         collate = partial(collate_pretraining, pad_id=tokenizer.pad_id, pad_to_multiple_of=model_config.block_size)
         batches = micro_batches(dataset, collate, train.micro_batch_size, seed=config.data.seed, rank=ctx.rank,
-                                world_size=ctx.world_size, start=position, num_workers=config.data.num_workers)
-        record = train_loop(engine, batches, train, ctx, step, job, out_dir, config.data.seed)
+                                world_size=ctx.world_size, start=DataPosition(start.epoch, start.batches_done),
+                                num_workers=config.data.num_workers)
+        record = train_loop(engine, batches, train, ctx, start, job, out_dir, config.data.seed)
         step = train.steps
 
         def write_final(state_dict, directory):
             final_model = build_pretraining_model(model_config)
             final_model.load_state_dict(state_dict)
-            save_checkpoint(directory, final_model, model_config=model_config.to_dict(), task="pretraining",
-                            tokenizer_sha256=tokenizer.sha256,
-                            extra={"steps": step, "metrics": record, "tokenizer": str(tokenizer_path)})
+            save_weights(directory, final_model, model_config=model_config.to_dict(), task="pretraining",
+                         tokenizer_sha256=tokenizer.sha256,
+                         extra={"steps": step, "metrics": record, "tokenizer": str(tokenizer_path)})
 
         ds.export_weights(engine, out_dir / "final", write_final)
         job.outputs.update({"final": str(out_dir / "final"), "checkpoints": str(checkpoints),
@@ -329,4 +294,3 @@ def main(config: PretrainConfig, quiet: bool = False) -> dict[str, Any]:
     if dist.is_initialized():
         dist.barrier()
     return dict(job.outputs)
-

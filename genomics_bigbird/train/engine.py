@@ -1,27 +1,35 @@
 """DeepSpeed engine set-up, training checkpoints with exact resume, and weight export.
 
-The only module that imports deepspeed. One process on CPU works without a launcher
-(`init_distributed` fills in the single-process environment); `torchrun` and the `deepspeed`
-launcher set the variables themselves.
+The only module that imports deepspeed, and only inside the functions that start or use it:
+the batch arithmetic and the checkpoint bookkeeping are plain Python, so a pipeline can check
+its configuration (and `gbb --help` can start) without DeepSpeed's two seconds of imports.
+DeepSpeed prints to stdout when it starts (an accelerator warning, op-build messages); those
+lines, and its logger, are routed into this module's logger, so they reach the job's log file
+and are silent under `--quiet`.
+
+One process on CPU works without a launcher (`init_distributed` fills in the single-process
+environment); `torchrun` and the `deepspeed` launcher set the variables themselves.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
 import json
 import logging
 import os
 import random
 import shutil
 import socket
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
-import deepspeed
 import numpy as np
 import torch
 import torch.distributed as dist
-from deepspeed.utils import safe_get_full_fp32_param
-from deepspeed.utils import logger as deepspeed_logger
 
 from genomics_bigbird.atomic import atomic_write
 from genomics_bigbird.errors import InputError
@@ -30,8 +38,62 @@ from genomics_bigbird.train.schedule import lr_lambda
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-RNG_FILE = "rng_rank{rank}.pt"
+RANK_FILE = "rank{rank}_state.pt"
 INFO_FILE = "checkpoint_info.json"
+RANK_STATE = "rank_state"  # key of a rank's own saved state in what load_training_checkpoint returns
+
+
+@contextlib.contextmanager
+def _output_to_log(source: str) -> Iterator[None]:
+    """Send what `source` prints to stdout/stderr, from Python or from C, to `log` instead.
+
+    Both the file descriptors and the Python streams are swapped: DeepSpeed prints with print(),
+    through a logging handler bound to sys.stdout, and from compiled op builders.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    python_text = io.StringIO()
+    with tempfile.TemporaryFile() as native:
+        try:
+            for fd in saved:
+                os.dup2(native.fileno(), fd)
+            with contextlib.redirect_stdout(python_text), contextlib.redirect_stderr(python_text):
+                yield
+        finally:
+            for fd, original in saved.items():
+                os.dup2(original, fd)
+                os.close(original)
+            native.seek(0)
+            text = python_text.getvalue() + native.read().decode("utf-8", "replace")
+            for line in text.splitlines():
+                if line.strip():
+                    log.info("%s: %s", source, line.strip())
+
+
+class _ToLogger(logging.Handler):
+    """Hands DeepSpeed's log records to one of our loggers (and so to the job's handlers)."""
+
+    def __init__(self, target: logging.Logger):
+        super().__init__()
+        self.target = target
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.target.isEnabledFor(record.levelno):
+            self.target.handle(record)
+
+
+@functools.cache
+def _deepspeed():
+    """The deepspeed module, imported once with its start-up output and its logger sent to `log`."""
+    with _output_to_log("DeepSpeed"):
+        import deepspeed
+        from deepspeed.utils import logger as deepspeed_logger
+    for handler in list(deepspeed_logger.handlers):
+        deepspeed_logger.removeHandler(handler)
+    deepspeed_logger.addHandler(_ToLogger(log))
+    deepspeed_logger.propagate = False
+    return deepspeed
 
 
 @dataclass(frozen=True)
@@ -69,15 +131,18 @@ def init_distributed(backend: str | None = None) -> DistributedContext:
     if use_cuda:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
-        deepspeed.init_distributed(dist_backend=backend or ("nccl" if use_cuda else "gloo"),
-                                   auto_mpi_discovery=False, verbose=False)
+        deepspeed = _deepspeed()
+        with _output_to_log("DeepSpeed"):  # on CPU it builds and announces a shared-memory op
+            deepspeed.init_distributed(dist_backend=backend or ("nccl" if use_cuda else "gloo"),
+                                       auto_mpi_discovery=False, verbose=False)
     device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     return DistributedContext(dist.get_rank(), dist.get_world_size(), local_rank, device)
 
 
 def set_deepspeed_log_level(level: int) -> None:
     """Quiet (or restore) DeepSpeed's own logger, which prints a lot at start-up."""
-    deepspeed_logger.setLevel(level)
+    _deepspeed()
+    logging.getLogger("DeepSpeed").setLevel(level)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -164,7 +229,7 @@ def build_engine(model: torch.nn.Module, ds_config: Mapping[str, Any], *, lr: fl
     """
     optimizer = torch.optim.AdamW(adamw_param_groups(model, weight_decay), lr=lr, betas=betas, eps=eps)
     schedule = lr_lambda(warmup_steps, total_steps)
-    engine, _, _, _ = deepspeed.initialize(
+    engine, _, _, _ = _deepspeed().initialize(
         model=model, optimizer=optimizer, config=dict(ds_config),
         lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, schedule))
     return engine
@@ -193,17 +258,19 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 
 
 def save_training_checkpoint(engine, directory: str | os.PathLike, tag: str,
-                             client_state: Mapping[str, Any]) -> Path:
+                             client_state: Mapping[str, Any], rank_state: Any = None) -> Path:
     """Save weights, optimizer, scheduler, `client_state` and every rank's RNG (call on all ranks).
 
+    `client_state` is rank 0's (DeepSpeed keeps one copy); `rank_state` is this rank's own
+    (e.g. metric sums since the last log line) and comes back under `RANK_STATE` on load.
     DeepSpeed writes `directory/latest` only after every file of the tag is written, so an
     interrupted save never becomes the checkpoint a resume picks up.
     """
     directory = Path(directory)
     tag_dir = directory / tag
     tag_dir.mkdir(parents=True, exist_ok=True)
-    # RNG and info first: `latest` (written by DeepSpeed last) must never point at a tag without them
-    torch.save(rng_state(), tag_dir / RNG_FILE.format(rank=dist.get_rank()))
+    # rank files and info first: `latest` (written by DeepSpeed last) must never point at a tag without them
+    torch.save({"rng": rng_state(), RANK_STATE: rank_state}, tag_dir / RANK_FILE.format(rank=dist.get_rank()))
     if dist.get_rank() == 0:
         info = {"world_size": dist.get_world_size(), "client_state": dict(client_state)}
         with atomic_write(tag_dir / INFO_FILE) as handle:
@@ -247,10 +314,11 @@ def latest_checkpoint_tag(directory: str | os.PathLike) -> str | None:
 
 
 def load_training_checkpoint(engine, directory: str | os.PathLike, tag: str | None = None) -> dict[str, Any]:
-    """Restore what `save_training_checkpoint` saved; return the client state.
+    """Restore what `save_training_checkpoint` saved; return the client state, with this rank's
+    own saved state under `RANK_STATE`.
 
-    The RNG file of this rank is restored when present (same world size); otherwise the RNG
-    keeps its current state and the resume is exact only up to dropout draws.
+    The RNG of this rank is restored when its file is present (same world size); otherwise the
+    RNG keeps its current state and the resume is exact only up to dropout draws.
     """
     tag = tag or latest_checkpoint_tag(directory)
     if tag is None:
@@ -264,13 +332,17 @@ def load_training_checkpoint(engine, directory: str | os.PathLike, tag: str | No
     path, client_state = engine.load_checkpoint(str(directory), tag=tag)
     if path is None:
         raise InputError(f"checkpoint {tag!r} could not be loaded", directory)
-    rng_file = Path(directory) / tag / RNG_FILE.format(rank=dist.get_rank())
-    if rng_file.is_file():
-        set_rng_state(torch.load(rng_file, weights_only=False))
+    rank_file = Path(directory) / tag / RANK_FILE.format(rank=dist.get_rank())
+    client_state = dict(client_state or {})
+    if rank_file.is_file():
+        saved = torch.load(rank_file, weights_only=False)
+        set_rng_state(saved["rng"])
+        client_state[RANK_STATE] = saved[RANK_STATE]
     else:
         log.warning("no RNG state for rank %d in %s: dropout draws will differ from the saved run",
-                    dist.get_rank(), rng_file.parent)
-    return dict(client_state or {})
+                    dist.get_rank(), rank_file.parent)
+        client_state[RANK_STATE] = None
+    return client_state
 
 
 def consolidated_state_dict(engine, prefix: str = "") -> dict[str, torch.Tensor]:
@@ -280,6 +352,8 @@ def consolidated_state_dict(engine, prefix: str = "") -> dict[str, torch.Tensor]
     so partitioned or low-precision training still exports exact fp32 weights. `prefix`
     keeps only keys under it (e.g. "encoder.") and strips it. Tied weights keep every name.
     """
+    from deepspeed.utils import safe_get_full_fp32_param
+
     module = engine.module
     by_param: dict[int, torch.Tensor] = {}
     for param in module.parameters():

@@ -1,5 +1,11 @@
 """`gbb finetune`: a tiny encoder fine-tuned through DeepSpeed in this process (gloo on CPU)."""
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,13 +14,14 @@ import yaml
 from sklearn.metrics import roc_auc_score
 
 from genomics_bigbird.data.labeled import LabeledWindows, LabeledWriter, TokenizedWindows
-from genomics_bigbird.evaluate.classifier import load_classifier, predict_split
+from genomics_bigbird.evaluate.classifier import load_classifier, predict_split, selection_score, task_metrics
 from genomics_bigbird.genome import reverse_complement
 from genomics_bigbird.model import EncoderConfig, build_pretraining_model, load_checkpoint, save_checkpoint
 from genomics_bigbird.tokenizer import DNATokenizer
 from genomics_bigbird.train.finetune import StrandAugmented
 from pipelines import cli
 
+ROOT = Path(__file__).resolve().parents[2]
 WINDOW = 120
 SPLITS = {"train": 48, "valid": 16, "test": 16}
 
@@ -74,6 +81,10 @@ def pretrained(tmp_path_factory, tokenizer):
 
 
 def finetune(task, data, tokenizer, out, *overrides, pretrained=None, model=None):
+    return cli.main(finetune_argv(task, data, tokenizer, out, *overrides, pretrained=pretrained, model=model))
+
+
+def finetune_argv(task, data, tokenizer, out, *overrides, pretrained=None, model=None):
     argv = ["finetune", task, "--data", str(data), "--tokenizer", str(tokenizer.path), "--out", str(out),
             "--config", f"configs/finetune/tiny_{task}.yaml", "--quiet"]
     if pretrained is not None:
@@ -82,7 +93,12 @@ def finetune(task, data, tokenizer, out, *overrides, pretrained=None, model=None
              "data.max_length=null"]
     if model is not None:
         argv += [f"model={json.dumps(model)}"]
-    return cli.main(argv + list(overrides))
+    return argv + list(overrides)
+
+
+def shell_env():
+    """The environment of a `gbb` started from a shell, not of the process group this test process joined."""
+    return {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
 
 
 def records(out):
@@ -110,10 +126,11 @@ def test_promoter_finetunes_from_pretrained_and_best_checkpoint_reloads(tmp_path
     assert meta["extra"]["pretrained"] == str(pretrained)
     labeled = LabeledWindows(data)
     reloaded = predict_split(model, labeled, tokenizer, "valid", max_length=meta["extra"]["max_length"],
-                             pad_to_multiple_of=16, strands=("forward",))
+                             pad_to_multiple_of=16)
     valid_labels = labeled.labels(labeled.indices("valid"))[:, 0]
-    # The reloaded weights score the valid split exactly as the run did when it kept them.
-    assert roc_auc_score(valid_labels, reloaded.forward[:, 0]) == pytest.approx(best["valid_auroc"], abs=1e-12)
+    # The reloaded weights score the valid split exactly as the run did when it kept them: by default
+    # by the mean of both strands' probabilities, the number `gbb evaluate` reports.
+    assert roc_auc_score(valid_labels, reloaded.ensemble[:, 0]) == pytest.approx(best["valid_auroc"], abs=1e-12)
     assert meta["extra"]["valid"]["valid_auroc"] == best["valid_auroc"]
 
     # The encoder started from the pretrained weights: same config, and fine-tuning moved them.
@@ -151,11 +168,18 @@ def test_chromatin_head_has_a_label_per_feature_and_names_them(tmp_path, tokeniz
     data = write_chromatin(tmp_path / "chromatin.h5")
     out = tmp_path / "ft"
     assert finetune("chromatin", data, tokenizer, out, "train.epochs=1", "train.steps=null",
-                    model=tiny_model(len(tokenizer))) == 0
+                    "train.eval_rc_ensemble=false", model=tiny_model(len(tokenizer))) == 0
     model, meta = load_classifier(out / "best", tokenizer.sha256)
     assert model.head.classifier.out_features == 3
     assert meta["extra"]["feature_names"] == ["CTCF", "DNase", "H3K27ac"]
     assert meta["extra"]["feature_groups"] == ["TF", "DHS", "HM"]
+    # validation on the forward strand only, when asked: best/ scores as task_metrics says of it
+    labeled = LabeledWindows(data)
+    forward = predict_split(model, labeled, tokenizer, "valid", max_length=meta["extra"]["max_length"],
+                            pad_to_multiple_of=16, strands=("forward",)).forward
+    metrics = task_metrics("chromatin", labeled.labels(labeled.indices("valid")), forward, labeled.feature_names,
+                           labeled.feature_groups)
+    assert meta["extra"]["valid"]["valid_auroc"] == pytest.approx(selection_score("chromatin", metrics), abs=1e-12)
     resolved = yaml.safe_load((out / "config.yaml").read_text())
     assert resolved["train"]["pos_weight"] == 8.0  # BigBird F.3
     assert resolved["train"]["steps"] == 6  # one epoch of 48 windows in batches of 8
@@ -187,3 +211,75 @@ def test_strand_augmentation_reads_about_half_the_windows_reverse_complemented(t
     assert [augmented.is_reverse(i) for i in range(len(augmented))] != flips  # fresh draws each epoch
     augmented.set_epoch(0)
     assert [augmented.is_reverse(i) for i in range(len(augmented))] == flips  # ... reproducible from the seed
+
+
+def test_resume_after_kill_9_repeats_the_uninterrupted_run(tmp_path, tokenizer, pretrained):
+    """A run killed with SIGKILL mid-way, resumed with --resume: the same losses, validation
+    scores, best/ and final weights as a run never interrupted (dropout on, so the RNG counts)."""
+    data = write_promoters(tmp_path / "promoter.h5")
+    schedule = ["train.steps=16", "train.lr=3e-3", "train.warmup_steps=2", "train.eval_every=3",
+                "train.log_every=3", "train.checkpoint_every=2", "train.keep_checkpoints=2"]
+
+    def argv(out, *extra):
+        return finetune_argv("promoter", data, tokenizer, out, *schedule, *extra, pretrained=pretrained,
+                             model={"dropout": 0.1})
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *argv(killed)], cwd=ROOT, env=shell_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    latest = killed / "checkpoints" / "latest"
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if latest.is_file() and latest.read_text().strip() not in ("", "step2"):
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    assert not (killed / "manifest.json").exists()  # it died mid-run, before the end
+
+    assert cli.main(argv(killed, "--resume")) == 0
+    reference = tmp_path / "uninterrupted"
+    assert cli.main(argv(reference)) == 0
+
+    def comparable(out):  # throughput is the one number that may differ
+        return [{k: v for k, v in r.items() if not k.endswith("_per_s")} for r in records(out)]
+    assert comparable(killed) == comparable(reference)
+    assert [r["step"] for r in records(killed) if "loss" in r] == [3, 6, 9, 12, 15, 16]
+    for name in ("best", "checkpoints/step16"):
+        if name == "best":
+            (got, meta), (want, want_meta) = load_checkpoint(killed / name), load_checkpoint(reference / name)
+            assert meta["extra"]["step"] == want_meta["extra"]["step"]
+        else:
+            got, want = (torch.load(out / name / "mp_rank_00_model_states.pt", weights_only=False)["module"]
+                         for out in (killed, reference))
+        assert set(got) == set(want)
+        assert all(torch.equal(got[k], want[k]) for k in want), name
+    manifest = json.loads((killed / "manifest.json").read_text())["outputs"]
+    assert manifest["best_step"] == json.loads((reference / "manifest.json").read_text())["outputs"]["best_step"]
+    assert sorted(p.name for p in (killed / "checkpoints").iterdir() if p.is_dir()) == ["step14", "step16"]
+
+    # resuming the finished run changes nothing
+    finished = [killed / "metrics.jsonl", killed / "manifest.json", *sorted((killed / "best").iterdir())]
+    before = {path: path.read_bytes() for path in finished}
+    assert cli.main(argv(killed, "--resume")) == 0
+    assert {path: path.read_bytes() for path in finished} == before
+
+
+def test_quiet_prints_nothing_and_an_argument_error_prints_only_itself(tmp_path, tokenizer):
+    """DeepSpeed's start-up lines go to the log file; a config error comes before DeepSpeed starts."""
+    data = write_promoters(tmp_path / "promoter.h5")
+    out = tmp_path / "ft"
+    argv = finetune_argv("promoter", data, tokenizer, out, "train.steps=2", model=tiny_model(len(tokenizer)))
+    gbb = [sys.executable, "-m", "pipelines.cli"]
+    done = subprocess.run(gbb + argv, cwd=ROOT, env=shell_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (done.stdout, done.stderr) == ("", "")
+    assert "step 2: valid AUROC" in (out / "finetune.log").read_text()
+
+    wrong = subprocess.run(gbb + finetune_argv("promoter", data, tokenizer, tmp_path / "wrong", "train.steps=2",
+                                               "train.global_batch_size=6", model=tiny_model(len(tokenizer))),
+                           cwd=ROOT, env=shell_env(), capture_output=True, text=True, timeout=300)
+    assert wrong.returncode == 2 and wrong.stdout == ""
+    assert wrong.stderr.splitlines() == [wrong.stderr.strip()] and "global_batch_size=6" in wrong.stderr
+    assert not (tmp_path / "wrong").exists()

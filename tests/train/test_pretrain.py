@@ -1,5 +1,6 @@
 """`gbb pretrain` end to end on a tiny corpus: FASTA -> F.1 corpus -> BPE -> shards -> DeepSpeed."""
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -152,3 +153,30 @@ def test_two_processes_under_torchrun(corpus, tmp_path):
     assert resolved["world_size"] == 2 and resolved["gradient_accumulation_steps"] == 2  # 8 = 2 x 2 x 2
     state, _ = load_checkpoint(out / "final")
     assert state["encoder.token_embedding.weight"].shape[0] == corpus["vocab"]
+
+
+def test_quiet_run_prints_nothing_and_resuming_it_when_finished_changes_nothing(corpus, tmp_path, capsys):
+    out = tmp_path / "done"
+    overrides = tiny_overrides(corpus, out, steps=4, checkpoint_every=2)
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "pretrain", "--config", str(TINY), "--quiet",
+                           *overrides], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (proc.stdout, proc.stderr) == ("", "")  # DeepSpeed's start-up lines went to the log file
+    assert "Setting accelerator to CPU" in (out / "pretrain.log").read_text()
+    kept = [out / "metrics.jsonl", out / "manifest.json", *sorted((out / "final").iterdir()),
+            *sorted((out / "tensorboard").iterdir())]
+    before = {path: path.read_bytes() for path in kept}
+    last = read_metrics(out)[-1]
+
+    capsys.readouterr()
+    assert cli.main(["pretrain", "--config", str(TINY), "--quiet", "--resume", *overrides]) == 0
+    assert {path: path.read_bytes() for path in kept} == before
+    manifest = json.loads((out / "manifest.json").read_text())["outputs"]
+    assert manifest["last"] == last and last["step"] == 4 and math.isfinite(last["loss"])
+    assert manifest["final"] == str(out / "final") and manifest["steps"] == 4
+    assert capsys.readouterr() == ("", "")
+    assert "already finished at step 4" in (out / "pretrain.log").read_text()
+    # a checkpoint past train.steps cannot be resumed backwards
+    with pytest.raises(InputError, match="past train.steps=2"):
+        main(tiny_config(corpus, out, steps=2, checkpoint_every=2, resume=True), quiet=True)
