@@ -244,6 +244,9 @@ def train_loop(engine, batches, evaluate, export_best, *, train: FinetuneTrain, 
     metrics = MetricsWriter(out_dir, step, enabled=ctx.is_main, prefix="finetune")
     sums, record = MetricSums(dict(start.pending_sums)), metrics.last_record()
     best, kept = Best(**start.state.get("best", {})), kept_best(out_dir / "best")
+    if best.step is not None and kept.step is None:
+        job.log.warning("best/ (step %d, valid AUROC %.4f) is missing: best/ will hold the best model from here on",
+                        best.step, best.valid_auroc)
     bar = job.progress(total=steps, desc=f"finetune {task}", unit="step")
     bar.n = bar.last_print_n = step
     tick = time.perf_counter()
@@ -265,9 +268,9 @@ def train_loop(engine, batches, evaluate, export_best, *, train: FinetuneTrain, 
                 score = same_on_all_ranks(scored["valid_auroc"], ctx.device)
                 if best.beaten_by(score):
                     best = Best(step, score)
-                    if kept.beaten_by(score):
-                        export_best(step=step, valid=scored)
-                        kept = Best(step, score)
+                if kept.beaten_by(score) and (best.step == step or kept.step is None):
+                    export_best(step=step, valid=scored)
+                    kept = Best(step, score)
                 metrics.write({**scored, "best_step": best.step, "best_valid_auroc": best.valid_auroc})
                 job.log.info("step %d: valid AUROC %.4f (best %.4f at step %d)", step, score, best.valid_auroc,
                              best.step)

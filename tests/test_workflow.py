@@ -92,7 +92,7 @@ def test_own_inputs_skip_downloads_and_wire_every_step(tmp_path):
     assert ("--checkpoint out/finetune_promoter/best --tokenizer out/tokenizer/dna_bpe.model --width 8000 "
             "--region chr22 --out out/score_variants/scores.tsv") in score
     pretrain = next(c for c in commands if "gbb pretrain" in c)
-    assert "configs/pretrain/tiny.yaml data.shards=out/shards" in pretrain
+    assert "configs/pretrain/tiny.yaml --resume data.shards=out/shards" in pretrain
     assert "model.vocab_size=32000 out_dir=out/pretrain" in pretrain  # the tokenizer's vocabulary
 
 
