@@ -41,6 +41,23 @@ class ChromatinPrepareConfig:
     chunk_size: int = 4096
 
 
+# The fields each source uses; the manifest, config.yaml and the data set record only these.
+# The DeepSEA bundle brings its own 1000 bp windows and its own train/valid/test split.
+APPLIED_FIELDS = {
+    "deepsea": ("chunk_size",),
+    "bins": ("width", "test_contigs", "valid_region", "exclude_contigs", "chunk_size"),
+    "peaks": ("width", "test_contigs", "valid_region", "exclude_contigs", "min_peak_fraction", "chunk_size"),
+    "peak tiles": ("width", "test_contigs", "valid_region", "exclude_contigs", "min_peak_fraction", "bin_size",
+                   "chunk_size"),
+}
+NOT_FOR_DEEPSEA = ("--width", "--valid-region", "--test-contigs", "--exclude-contigs", "--fasta", "--bins")
+
+
+def applied(config: ChromatinPrepareConfig, source: str) -> dict:
+    """The config fields that source `source` (a key of APPLIED_FIELDS) uses."""
+    return {key: value for key, value in to_dict(config).items() if key in APPLIED_FIELDS[source]}
+
+
 def add_arguments(parser: argparse.ArgumentParser, command: tuple[str, ...]) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -63,6 +80,11 @@ def add_arguments(parser: argparse.ArgumentParser, command: tuple[str, ...]) -> 
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.deepsea_dir is not None:
+        given = [flag for flag in NOT_FOR_DEEPSEA if getattr(args, flag[2:].replace("-", "_")) is not None]
+        if given:
+            raise InputError(f"{' and '.join(given)} cannot be used with --deepsea-dir: the DeepSEA bundle holds its "
+                             f"own 1000 bp windows and train/valid/test split; leave {' and '.join(given)} out")
     overrides = list(args.set)
     if args.width is not None:
         overrides.append(f"width={args.width}")
@@ -86,6 +108,9 @@ def main(config: ChromatinPrepareConfig, *, out: Path, deepsea_dir: Path | None 
     if sum(x is not None for x in (deepsea_dir, labels, peaks_dir)) != 1:
         raise InputError("give exactly one source: --deepsea-dir, --labels (with --bins) or --peaks-dir")
     if deepsea_dir is not None:
+        if fasta is not None or bins is not None:
+            raise InputError("a FASTA or bins BED cannot be used with --deepsea-dir: the bundle holds its own "
+                             "windows and split")
         return _deepsea(config, out, Path(deepsea_dir), features, quiet)
     if features is None or fasta is None:
         raise InputError("--labels and --peaks-dir need --features and --fasta")
@@ -126,13 +151,14 @@ def main(config: ChromatinPrepareConfig, *, out: Path, deepsea_dir: Path | None 
             bin_records = [b for b, k in zip(bin_records, keep) if k]
             label_matrix = label_matrix[keep]
         source = f"peaks {Path(peaks_dir).name}"
+    settings = applied(config, "bins" if labels is not None else "peaks" if bins is not None else "peak tiles")
     for record in bin_records:
         try:
             genome.resolve(record.chrom)
         except InputError as err:
             raise InputError(err.message, bins, record.line) from None
 
-    with Job("chromatin_prepare", out, inputs=inputs, config=to_dict(config), quiet=quiet) as job:
+    with Job("chromatin_prepare", out, inputs=inputs, config=settings, quiet=quiet) as job:
         job.log.info("%d bins x %d features (%s) from %s; %d bp windows from %s", len(bin_records), len(names),
                      {g: groups.count(g) for g in dict.fromkeys(groups)}, source, config.width, fasta)
         job.log.info("split: test %s, valid bins centered in %s, left out %s, other contigs train",
@@ -141,14 +167,14 @@ def main(config: ChromatinPrepareConfig, *, out: Path, deepsea_dir: Path | None 
         try:
             with LabeledWriter(out / "chromatin.h5", window=config.width, feature_names=names,
                                feature_groups=groups, task="chromatin", source=source, inputs=inputs,
-                               config=to_dict(config)) as writer:
+                               config=settings) as writer:
                 report = write_bin_windows(writer, genome, bin_records, label_matrix, split, config.width,
                                            chunk_size=config.chunk_size, progress=bar.update)
                 summary = writer.summary()
         finally:
             bar.close()
             genome.close()
-        save_config(config, out / "config.yaml")
+        save_config(settings, out / "config.yaml")
         job.outputs.update({
             "dataset": str(out / "chromatin.h5"), "source": source, "window": config.width,
             "n_bins": len(bin_records), "n_features": len(names), "rows_per_split": summary["rows_per_split"],
@@ -179,19 +205,20 @@ def _deepsea(config: ChromatinPrepareConfig, out: Path, directory: Path, feature
     for split, path in paths.items():  # opening checks the layout before anything is written
         with DeepSEASplit(path, split) as data:
             sizes[split] = data.n_forward
-    with Job("chromatin_prepare", out, inputs=inputs, config=to_dict(config), quiet=quiet) as job:
+    settings = applied(config, "deepsea")
+    with Job("chromatin_prepare", out, inputs=inputs, config=settings, quiet=quiet) as job:
         job.log.info("DeepSEA bundle %s: forward rows %s; %d bp windows as shipped, the bundle's own split",
                      directory, sizes, DEEPSEA_WINDOW)
         bar = job.progress(total=sum(sizes.values()), desc="deepsea", unit="win")
         try:
             with LabeledWriter(out / "chromatin.h5", window=DEEPSEA_WINDOW, feature_names=names,
                                feature_groups=groups, task="chromatin", source="deepsea", inputs=inputs,
-                               config=to_dict(config)) as writer:
+                               config=settings) as writer:
                 report = write_deepsea(writer, paths, chunk_size=config.chunk_size, progress=bar.update)
                 summary = writer.summary()
         finally:
             bar.close()
-        save_config(config, out / "config.yaml")
+        save_config(settings, out / "config.yaml")
         job.outputs.update({
             "dataset": str(out / "chromatin.h5"), "source": "deepsea", "window": DEEPSEA_WINDOW,
             "n_features": DEEPSEA_FEATURES, "rows_per_split": summary["rows_per_split"],

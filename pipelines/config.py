@@ -132,7 +132,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
 
 
 def to_dict(config: Any) -> dict:
-    """Return a config as plain YAML/JSON-friendly data."""
+    """Return a config (a dataclass, or a mapping of some of its fields) as plain YAML/JSON-friendly data."""
     def plain(value):
         if isinstance(value, Path):
             return str(value)
@@ -141,7 +141,7 @@ def to_dict(config: Any) -> dict:
         if isinstance(value, dict):
             return {k: plain(v) for k, v in value.items()}
         return value
-    return plain(dataclasses.asdict(config))
+    return plain(dict(config) if isinstance(config, dict) else dataclasses.asdict(config))
 
 
 def save_config(config: Any, path: str | Path) -> None:

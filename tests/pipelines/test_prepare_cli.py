@@ -4,6 +4,7 @@ import json
 import h5py
 import numpy as np
 import scipy.io
+import yaml
 
 from genomics_bigbird.data.labeled import LabeledWindows
 from genomics_bigbird.genome.intervals import read_bed
@@ -69,8 +70,11 @@ def test_chromatin_prepare_from_bins_and_from_peaks(sim_genome, tmp_path):
     valid = records[records["split"] == "valid"]
     assert set(valid["chrom"]) == {"chr7"} and (centers[valid.index] < 40000).all()
     assert set(records.loc[records["split"] == "test", "chrom"]) == {"chr8", "chr9"}
-    manifest = json.loads((tmp_path / "bins" / "manifest.json").read_text())["outputs"]
-    assert sum(manifest["excluded_bins"].values()) == (~kept).sum()
+    manifest = json.loads((tmp_path / "bins" / "manifest.json").read_text())
+    assert sum(manifest["outputs"]["excluded_bins"].values()) == (~kept).sum()
+    # only the parameters this source used: no peak overlap fraction or tile size
+    assert manifest["config"] == {"width": 1000, "test_contigs": ["chr8", "chr9"], "valid_region": "chr7:1-40000",
+                                  "exclude_contigs": ["chrX", "chrY", "chrM"], "chunk_size": 4096}
 
     # The peak files reproduce the simulated labels exactly (>= 50% of a bin in a peak).
     assert run_gbb("chromatin", "prepare", "--out", tmp_path / "peaks", "--bins", sim_genome.chromatin_bins,
@@ -106,12 +110,28 @@ def test_chromatin_prepare_from_a_deepsea_bundle(tmp_path):
         else:
             scipy.io.savemat(bundle / f"{split}.mat", {f"{split}xdata": x, f"{split}data": y})
     assert run_gbb("chromatin", "prepare", "--out", tmp_path / "out", "--deepsea-dir", bundle, "--quiet") == 0
+    # the bundle's windows are 1000 bp and its split its own: the manifest names neither a width nor a split
+    for recorded in (json.loads((tmp_path / "out" / "manifest.json").read_text())["config"],
+                     yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())):
+        assert recorded == {"chunk_size": 4096}
     data = LabeledWindows(tmp_path / "out" / "chromatin.h5")
     assert data.window == 1000 and data.source == "deepsea" and len(data.feature_names) == 919
     for split, sequences in forward.items():
         assert [data.sequence(i) for i in data.indices(split)] == sequences
     check = json.loads((tmp_path / "out" / "manifest.json").read_text())["outputs"]["strand_pair_check"]
     assert check["train"] == {"rows": 3, "sequence_mismatches": 0, "label_mismatches": 0}
+
+
+def test_width_with_a_deepsea_bundle_is_refused(tmp_path, capsys):
+    """A width (or split, or FASTA) the DeepSEA bundle would ignore is a one-line error, not silently dropped."""
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    for extra, named in ((["--width", 8000], "--width"),
+                         (["--width", 8000, "--test-contigs", "chr8"], "--width and --test-contigs")):
+        assert run_gbb("chromatin", "prepare", "--out", tmp_path / "out", "--deepsea-dir", bundle, *extra) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{named} cannot be used with --deepsea-dir" in err[0]
+    assert not (tmp_path / "out").exists()
 
 
 def test_bad_inputs_exit_2_with_one_line_and_no_output(sim_genome, tmp_path, capsys):
