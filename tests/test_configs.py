@@ -74,3 +74,31 @@ def test_unknown_keys_are_refused_by_name(tmp_path):
     nested.write_text("data:\n  path: x.h5\n  shuffle: true\n")
     with pytest.raises(InputError, match=r"data: unknown key\(s\) \['shuffle'\]"):
         load_config(FinetuneConfig, nested)
+
+
+def test_a_missing_or_empty_config_is_an_error_never_the_defaults(tmp_path, monkeypatch, capsys):
+    """A config that cannot be found, or is empty, is a one-line error: not {} and not the dataclass defaults."""
+    from genomics_bigbird.errors import InputError
+    from pipelines import cli, config
+    from pipelines.finetune import FinetuneConfig
+    from pipelines.pretrain import resolve_model_config
+    from pipelines.training import deepspeed_extra
+
+    monkeypatch.chdir(tmp_path)  # relative paths no longer resolve from the working directory
+    assert load_config(FinetuneConfig, "configs/finetune/tiny_promoter.yaml").train.epochs == 3  # shipped copy
+    with pytest.raises(InputError, match="config file not found"):
+        load_config(FinetuneConfig, "configs/finetune/tiny_promter.yaml")
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing here\n")
+    with pytest.raises(InputError, match="the config file is empty"):
+        load_config(FinetuneConfig, empty)
+    with pytest.raises(InputError, match="the config file is empty"):
+        resolve_model_config({"config": str(empty), "vocab_size": 64})
+
+    # An installation without the shipped configs: the defaults they name are errors too.
+    monkeypatch.setattr(config, "SHIPPED_ROOTS", (tmp_path / "site-packages",))
+    with pytest.raises(InputError, match="configs/deepspeed/zero2.json"):
+        deepspeed_extra(FinetuneConfig().train)
+    assert cli.main(["finetune", "promoter", "--data", "p.h5", "--tokenizer", "t.model", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "configs/finetune/promoter.yaml: config file not found" in err[0]
