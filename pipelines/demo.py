@@ -26,7 +26,7 @@ from pipelines import cli
 from pipelines.config import load_config, to_dict
 from pipelines.job import Job
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path("configs")  # the shipped configs: `gbb` finds configs/... from any directory (find_config)
 
 
 @dataclass
