@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import math
-import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -31,15 +29,13 @@ from typing import Any
 
 from genomics_bigbird.errors import InputError
 from pipelines.config import from_dict, load_config, save_config, to_dict
-from pipelines.job import Job, MetricsWriter, RankLog
+from pipelines.finetune_loop import train_loop, validate
+from pipelines.job import Job, RankLog
 from pipelines.pretrain import check_compatible, resolve_model_config, resolve_path
 from pipelines.training import (
-    finished_outputs, launcher_rank, plan_deepspeed, resume, same_on_all_ranks, save_checkpoint, saved_checkpoint,
-    start_deepspeed)
+    finished_outputs, launcher_rank, log_finished, plan_deepspeed, resume, saved_checkpoint, start_deepspeed)
 
 TASKS = ("promoter", "chromatin")
-NAN_HINT = ("lower train.lr, raise train.warmup_steps, lower train.pos_weight, keep train.gradient_clipping "
-            "at 1.0, or use train.precision=fp32")
 
 
 @dataclass
@@ -171,138 +167,62 @@ def total_steps(train: FinetuneTrain, num_train: int) -> int:
     return steps_for_epochs(train.epochs, num_train, train.global_batch_size)
 
 
-def summarize(totals: dict[str, float], lr: float, seconds: float, step: int, epoch: int) -> dict:
-    """One training record from summed micro-batch values (all ranks)."""
-    return {"step": step, "epoch": epoch, "loss": totals["loss"] / max(totals["micro_batches"], 1.0), "lr": lr,
-            "examples_per_s": totals["examples"] / max(seconds, 1e-9),
-            "tokens_per_s": totals["tokens"] / max(seconds, 1e-9)}
-
-
-def validate(engine, labeled, tokenizer, task: str, *, batch_size: int, device, max_length: int,
-             block_size: int, rc_ensemble: bool) -> dict:
-    """Metrics of the valid split: of the forward/reverse-complement ensemble, or of the forward strand."""
-    from genomics_bigbird.evaluate.classifier import predict_split, task_metrics
-
-    strands = ("forward", "reverse") if rc_ensemble else ("forward",)
-    predictions = predict_split(engine.module, labeled, tokenizer, "valid", batch_size=batch_size, device=device,
-                                max_length=max_length, pad_to_multiple_of=block_size, strands=strands)
-    probabilities = predictions.ensemble if rc_ensemble else predictions.forward
-    labels = labeled.labels(labeled.indices("valid"))
-    return task_metrics(task, labels, probabilities, labeled.feature_names, labeled.feature_groups)
-
-
-def valid_record(task: str, metrics: dict, step: int, epoch: int) -> dict:
-    """The valid-split numbers logged to metrics.jsonl (per-feature detail stays out)."""
-    from genomics_bigbird.evaluate.classifier import selection_score
-
-    record = {"step": step, "epoch": epoch, "valid_auroc": selection_score(task, metrics)}
-    if task == "promoter":
-        record.update({f"valid_{k}": metrics[k] for k in ("auprc", "accuracy", "f1", "mcc")})
-    else:
-        record.update(valid_mean_auprc=metrics["summary"]["all"]["mean_auprc"],
-                      valid_median_auroc=metrics["summary"]["all"]["median_auroc"])
-    return record
-
-
 @dataclass
-class Best:
-    """A best validation score and the step that reached it (step None: nothing evaluated yet)."""
+class FinetuneInputs:
+    """What a fine-tuning run reads before it starts, checked against each other."""
 
-    step: int | None = None
-    valid_auroc: float = -math.inf
-
-    def beaten_by(self, score: float) -> bool:
-        return self.step is None or score > self.valid_auroc
-
-
-def kept_best(best_dir: Path) -> Best:
-    """What best/ holds (step and score, from its metadata); Best() when there is none."""
-    from genomics_bigbird.model.checkpoint import META_NAME
-
-    meta_path = best_dir / META_NAME
-    if not meta_path.is_file():
-        return Best()
-    extra = json.loads(meta_path.read_text())["extra"]
-    return Best(extra["step"], extra["valid"]["valid_auroc"])
-
-
-def train_loop(engine, batches, evaluate, export_best, *, train: FinetuneTrain, steps: int, ctx, start, job,
-               out_dir: Path, pos_weight: float, task: str) -> tuple[dict, Best]:
-    """Optimizer steps from `start` (a training.Resumed) to `steps`, with validation every eval_every and
-    checkpoints every checkpoint_every (both always at the last step). Returns the last training
-    record and the best/ actually kept.
-
-    `best` replays the run's own decisions (logged in metrics.jsonl, saved in checkpoints); `kept`
-    is what best/ holds, which after a restart may come from beyond the checkpoint: it is replaced
-    only by a better score, so exact replay rewrites nothing and an inexact one never loses ground.
-    """
-    from genomics_bigbird.train import engine as ds
-    from genomics_bigbird.train.finetune import classification_step
-    from genomics_bigbird.train.loop import MetricSums
-
-    step = start.step
-    metrics = MetricsWriter(out_dir, step, enabled=ctx.is_main, prefix="finetune")
-    sums, record = MetricSums(dict(start.pending_sums)), metrics.last_record()
-    best, kept = Best(**start.state.get("best", {})), kept_best(out_dir / "best")
-    if best.step is not None and kept.step is None:
-        job.log.warning("best/ (step %d, valid AUROC %.4f) is missing: best/ will hold the best model from here on",
-                        best.step, best.valid_auroc)
-    bar = job.progress(total=steps, desc=f"finetune {task}", unit="step")
-    bar.n = bar.last_print_n = step
-    tick = time.perf_counter()
-    try:
-        while step < steps:
-            lr = ds.current_lr(engine)
-            position = classification_step(engine, batches, engine.gradient_accumulation_steps(), sums, step + 1,
-                                           ctx.device, pos_weight, NAN_HINT)
-            step += 1
-            last = step == steps
-            if step % train.log_every == 0 or last:
-                now = time.perf_counter()
-                record = summarize(sums.reduce(ctx.device), lr, now - tick, step, position.epoch)
-                tick = now
-                metrics.write(record)
-                bar.set_postfix(loss=f"{record['loss']:.4f}")
-            if step % train.eval_every == 0 or last:
-                scored = valid_record(task, evaluate(), step, position.epoch)
-                score = same_on_all_ranks(scored["valid_auroc"], ctx.device)
-                if best.beaten_by(score):
-                    best = Best(step, score)
-                if kept.beaten_by(score) and (best.step == step or kept.step is None):
-                    export_best(step=step, valid=scored)
-                    kept = Best(step, score)
-                metrics.write({**scored, "best_step": best.step, "best_valid_auroc": best.valid_auroc})
-                job.log.info("step %d: valid AUROC %.4f (best %.4f at step %d)", step, score, best.valid_auroc,
-                             best.step)
-                tick = time.perf_counter()  # validation time is not training throughput
-            if step % train.checkpoint_every == 0 or last:
-                save_checkpoint(engine, out_dir / "checkpoints", step, position, sums, train.keep_checkpoints,
-                                world_size=ctx.world_size, best=dataclasses.asdict(best))
-            bar.update(1)
-    finally:
-        bar.close()
-        metrics.close()
-    return record, kept
+    tokenizer: Any
+    tokenizer_path: Path
+    labeled: Any
+    data_path: Path
+    data: FinetuneData  # with max_length resolved
+    model_config: Any
+    pretrained_path: Path | None
+    pretrained_state: dict | None
+    steps: int
+    pos_weight: float
 
 
 def main(config: FinetuneConfig, quiet: bool = False) -> dict[str, Any]:
-    """Fine-tune; return the outputs (paths, best step and valid AUROC). Every rank calls this."""
-    import torch
-    import torch.distributed as dist
+    """Fine-tune; return the outputs (paths, best step and valid AUROC). Every rank calls this.
 
-    from genomics_bigbird.data.labeled import LabeledWindows, TokenizedWindows, collate_windows
-    from genomics_bigbird.evaluate.classifier import load_trained
-    from genomics_bigbird.model import build_classifier, load_encoder_weights, save_checkpoint as save_weights
-    from genomics_bigbird.tokenizer import DNATokenizer
-    from genomics_bigbird.train import engine as ds
-    from genomics_bigbird.train.finetune import DEFAULT_POS_WEIGHT, StrandAugmented
-    from genomics_bigbird.train.loop import DataPosition, micro_batches
-
-    log = logging.getLogger("gbb.finetune")
+    The settings and the output directory are checked before torch is imported and the log
+    opens; the tokenizer, data and pretrained checkpoint right after, before anything is written.
+    """
     task, train = config.task, config.train
     if task not in TASKS:
         raise InputError(f"task must be one of {TASKS}, got {task!r}")
     check_train(train)
+    plan_deepspeed(train, "cpu")  # batch sizes, ZeRO stage and DeepSpeed JSON
+    out_dir = Path(config.out_dir)
+    saved = saved_checkpoint(out_dir, out_dir / "checkpoints", train.resume)
+    if (out_dir / "best").exists() and not train.resume:
+        raise InputError("holds the best/ checkpoint of an earlier fine-tuning run; pass --resume to continue it, "
+                         "or choose another out_dir", out_dir)
+    is_main = launcher_rank() == 0
+    job = (Job("finetune", out_dir, config=to_dict(config), seed=train.seed, quiet=quiet) if is_main
+           else RankLog(launcher_rank(), "finetune"))
+    with job:
+        inputs = read_inputs(config, job.log)
+        finished = finished_outputs(out_dir, saved, inputs.steps)
+        if finished is not None:
+            log_finished(job, inputs.steps, "best/")
+            job.outputs.update(finished)
+        else:
+            _finetune(config, inputs, job, saved)
+    if finished is None:
+        _wait_for_all_ranks()
+    return dict(job.outputs)
+
+
+def read_inputs(config: FinetuneConfig, log: logging.Logger) -> FinetuneInputs:
+    """Load the tokenizer, the labeled windows and the pretrained weights; refuse ones that do not fit."""
+    from genomics_bigbird.data.labeled import LabeledWindows
+    from genomics_bigbird.evaluate.classifier import load_trained
+    from genomics_bigbird.tokenizer import DNATokenizer
+    from genomics_bigbird.train.finetune import DEFAULT_POS_WEIGHT
+
+    task, train = config.task, config.train
     tokenizer_path = resolve_path(config.data.tokenizer)
     tokenizer = DNATokenizer.load(tokenizer_path)
     data_path = resolve_path(config.data.path)
@@ -323,89 +243,100 @@ def main(config: FinetuneConfig, quiet: bool = False) -> dict[str, Any]:
     if not 0 <= train.warmup_steps <= steps:
         raise InputError(f"train.warmup_steps={train.warmup_steps} must lie between 0 and the {steps} training steps")
     pos_weight = DEFAULT_POS_WEIGHT[task] if train.pos_weight is None else train.pos_weight
-    plan = plan_deepspeed(train)
+    return FinetuneInputs(tokenizer, tokenizer_path, labeled, data_path, data, model_config, pretrained_path,
+                          pretrained_state, steps, pos_weight)
+
+
+def _wait_for_all_ranks() -> None:
+    """Every rank leaves together, after rank 0 wrote the manifest."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _finetune(config: FinetuneConfig, inputs: FinetuneInputs, job, saved: dict | None) -> None:
+    """The run itself, inside its job: DeepSpeed, the loop, best/ (outputs in job.outputs)."""
+    import torch
+
+    from genomics_bigbird.data.labeled import TokenizedWindows, collate_windows
+    from genomics_bigbird.model import build_classifier, load_encoder_weights, save_checkpoint as save_weights
+    from genomics_bigbird.train import engine as ds
+    from genomics_bigbird.train.finetune import StrandAugmented
+    from genomics_bigbird.train.loop import DataPosition, micro_batches
+
+    task, train, data, labeled = config.task, config.train, inputs.data, inputs.labeled
+    tokenizer, model_config, steps = inputs.tokenizer, inputs.model_config, inputs.steps
     out_dir = Path(config.out_dir)
     checkpoints, best_dir = out_dir / "checkpoints", out_dir / "best"
-    saved = saved_checkpoint(out_dir, checkpoints, train.resume)
-    if best_dir.exists() and not train.resume:
-        raise InputError("holds the best/ checkpoint of an earlier fine-tuning run; pass --resume to continue it, "
-                         "or choose another out_dir", out_dir)
-    finished = finished_outputs("finetune", out_dir, saved, steps, kept="best/", quiet=quiet)
-    if finished is not None:
-        return finished
-    is_main = launcher_rank() == 0
-
+    plan = plan_deepspeed(train, "cuda" if torch.cuda.is_available() else "cpu")
+    num_train, num_valid = len(labeled.indices("train")), len(labeled.indices("valid"))
     resolved = to_dict(config)
     resolved["model"] = model_config.to_dict()
     resolved["data"]["max_length"] = data.max_length
-    resolved["train"].update(steps=steps, epochs=None, pos_weight=pos_weight)
-    details = {**plan.describe(), "epochs": steps * train.global_batch_size / num_train}
-    inputs = [data_path, tokenizer_path] + ([pretrained_path / "model.safetensors"] if pretrained_path else [])
-    job = (Job("finetune", out_dir, inputs=inputs, config={**resolved, "resolved": details}, seed=train.seed,
-               quiet=quiet) if is_main else RankLog(launcher_rank(), "finetune"))
-    with job:
-        if is_main:
-            save_config(from_dict(FinetuneConfig, resolved), out_dir / "config.yaml")
-        ctx = start_deepspeed(plan)
-        torch.manual_seed(train.seed)  # identical head initialization on every rank
-        model = build_classifier(model_config, len(labeled.feature_names))
-        if pretrained_state is not None:
-            try:
-                load_encoder_weights(model, pretrained_state)
-            except (RuntimeError, ValueError) as err:
-                raise InputError(f"the encoder weights do not fit the model config: {err}", pretrained_path) from None
-            job.log.info("encoder initialized from %s", pretrained_path)
-        else:
-            job.log.warning("no pretrained checkpoint: the encoder starts from random weights")
-        engine = ds.build_engine(model, plan.config, lr=train.lr, weight_decay=train.weight_decay,
-                                 warmup_steps=train.warmup_steps, total_steps=steps, eps=train.adam_eps)
-        torch.manual_seed(train.seed + 1 + ctx.rank)  # dropout differs between ranks
-        if train.resume and saved is None:
-            job.log.warning("no checkpoint in %s: starting from step 0", checkpoints)
-        start = resume(engine, checkpoints, saved, job.log)
-        job.log.info("%s: %d train / %d valid windows, %d features; %d steps (%.2f epochs) of %d = %d rank(s) x "
-                     "micro-batch %d x %d accumulation; pos_weight %g; validation on %s; %s on %s", task, num_train,
-                     num_valid, len(labeled.feature_names), steps, details["epochs"], train.global_batch_size,
-                     ctx.world_size, train.micro_batch_size, plan.accumulation, pos_weight,
-                     "both strands (RC ensemble)" if train.eval_rc_ensemble else "the forward strand",
-                     plan.precision, ctx.device)
+    resolved["train"].update(steps=steps, epochs=None, pos_weight=inputs.pos_weight)
+    epochs = steps * train.global_batch_size / num_train
+    job.config = {**resolved, "resolved": {**plan.describe(), "epochs": epochs}}
+    job.inputs = [inputs.data_path, inputs.tokenizer_path] + (
+        [inputs.pretrained_path / "model.safetensors"] if inputs.pretrained_path else [])
+    if launcher_rank() == 0:
+        save_config(from_dict(FinetuneConfig, resolved), out_dir / "config.yaml")
+    ctx = start_deepspeed(plan)
+    torch.manual_seed(train.seed)  # identical head initialization on every rank
+    model = build_classifier(model_config, len(labeled.feature_names))
+    if inputs.pretrained_state is not None:
+        try:
+            load_encoder_weights(model, inputs.pretrained_state)
+        except (RuntimeError, ValueError) as err:
+            raise InputError(f"the encoder weights do not fit the model config: {err}", inputs.pretrained_path) from None
+        job.log.info("encoder initialized from %s", inputs.pretrained_path)
+    else:
+        job.log.warning("no pretrained checkpoint: the encoder starts from random weights")
+    engine = ds.build_engine(model, plan.config, lr=train.lr, weight_decay=train.weight_decay,
+                             warmup_steps=train.warmup_steps, total_steps=steps, eps=train.adam_eps)
+    torch.manual_seed(train.seed + 1 + ctx.rank)  # dropout differs between ranks
+    if train.resume and saved is None:
+        job.log.warning("no checkpoint in %s: starting from step 0", checkpoints)
+    start = resume(engine, checkpoints, saved, job.log)
+    job.log.info("%s: %d train / %d valid windows, %d features; %d steps (%.2f epochs) of %d = %d rank(s) x "
+                 "micro-batch %d x %d accumulation; pos_weight %g; validation on %s; %s on %s", task, num_train,
+                 num_valid, len(labeled.feature_names), steps, epochs, train.global_batch_size, ctx.world_size,
+                 train.micro_batch_size, plan.accumulation, inputs.pos_weight,
+                 "both strands (RC ensemble)" if train.eval_rc_ensemble else "the forward strand",
+                 plan.precision, ctx.device)
 
-        windows = TokenizedWindows(labeled, tokenizer, "train", max_length=data.max_length)
-        if data.reverse_complement:
-            windows = StrandAugmented(windows, TokenizedWindows(labeled, tokenizer, "train", reverse_complement=True,
-                                                                max_length=data.max_length), seed=data.seed)
-        collate = partial(collate_windows, pad_id=tokenizer.pad_id, pad_to_multiple_of=model_config.block_size)
-        batches = micro_batches(windows, collate, train.micro_batch_size, seed=data.seed, rank=ctx.rank,
-                                world_size=ctx.world_size, start=DataPosition(start.epoch, start.batches_done),
-                                num_workers=data.num_workers)
-        extra = {"feature_names": labeled.feature_names, "feature_groups": labeled.feature_groups,
-                 "scheme": labeled.scheme, "source": labeled.source, "window": labeled.window,
-                 "data": str(data_path), "max_length": data.max_length, "tokenizer": str(tokenizer_path),
-                 "pretrained": str(pretrained_path) if pretrained_path else None, "pos_weight": pos_weight}
+    windows = TokenizedWindows(labeled, tokenizer, "train", max_length=data.max_length)
+    if data.reverse_complement:
+        windows = StrandAugmented(windows, TokenizedWindows(labeled, tokenizer, "train", reverse_complement=True,
+                                                            max_length=data.max_length), seed=data.seed)
+    collate = partial(collate_windows, pad_id=tokenizer.pad_id, pad_to_multiple_of=model_config.block_size)
+    batches = micro_batches(windows, collate, train.micro_batch_size, seed=data.seed, rank=ctx.rank,
+                            world_size=ctx.world_size, start=DataPosition(start.epoch, start.batches_done),
+                            num_workers=data.num_workers)
+    extra = {"feature_names": labeled.feature_names, "feature_groups": labeled.feature_groups,
+             "scheme": labeled.scheme, "source": labeled.source, "window": labeled.window,
+             "data": str(inputs.data_path), "max_length": data.max_length, "tokenizer": str(inputs.tokenizer_path),
+             "pretrained": str(inputs.pretrained_path) if inputs.pretrained_path else None,
+             "pos_weight": inputs.pos_weight}
 
-        def write_best(state_dict, directory, step, valid):
+    def export_best(step, valid):
+        def write(state_dict, directory):
             best_model = build_classifier(model_config, len(labeled.feature_names))
             best_model.load_state_dict(state_dict)
             save_weights(directory, best_model, model_config=model_config.to_dict(), task=task,
                          tokenizer_sha256=tokenizer.sha256, extra={**extra, "step": step, "valid": valid})
+        ds.export_weights(engine, best_dir, write)
 
-        def evaluate():
-            return validate(engine, labeled, tokenizer, task, batch_size=train.eval_batch_size, device=ctx.device,
-                            max_length=data.max_length, block_size=model_config.block_size,
-                            rc_ensemble=train.eval_rc_ensemble)
+    def evaluate():
+        return validate(engine, labeled, tokenizer, task, batch_size=train.eval_batch_size, device=ctx.device,
+                        max_length=data.max_length, block_size=model_config.block_size,
+                        rc_ensemble=train.eval_rc_ensemble)
 
-        def export_best(step, valid):
-            ds.export_weights(engine, best_dir, partial(write_best, step=step, valid=valid))
-
-        record, kept = train_loop(engine, batches, evaluate, export_best, train=train, steps=steps, ctx=ctx,
-                                  start=start, job=job, out_dir=out_dir, pos_weight=pos_weight, task=task)
-        if math.isnan(kept.valid_auroc):
-            job.log.warning("the valid split has no positive (or no negative) examples: no AUROC; best/ holds "
-                            "the model of the first evaluation")
-        job.outputs.update({"best": str(best_dir), "best_step": kept.step, "best_valid_auroc": kept.valid_auroc,
-                            "metrics": str(out_dir / "metrics.jsonl"), "checkpoints": str(checkpoints),
-                            "steps": steps, "last": record})
-    if dist.is_initialized():
-        dist.barrier()
-    return dict(job.outputs)
-
+    record, kept = train_loop(engine, batches, evaluate, export_best, train=train, steps=steps, ctx=ctx,
+                              start=start, job=job, out_dir=out_dir, pos_weight=inputs.pos_weight, task=task)
+    if math.isnan(kept.valid_auroc):
+        job.log.warning("the valid split has no positive (or no negative) examples: no AUROC; best/ holds "
+                        "the model of the first evaluation")
+    job.outputs.update({"best": str(best_dir), "best_step": kept.step, "best_valid_auroc": kept.valid_auroc,
+                        "metrics": str(out_dir / "metrics.jsonl"), "checkpoints": str(checkpoints),
+                        "steps": steps, "last": record})

@@ -20,7 +20,8 @@ from genomics_bigbird.errors import InputError
 from pipelines.config import find_config, from_dict, load_config, read_yaml_mapping, save_config, to_dict
 from pipelines.job import Job, MetricsWriter, RankLog
 from pipelines.training import (
-    finished_outputs, launcher_rank, plan_deepspeed, resume, save_checkpoint, saved_checkpoint, start_deepspeed)
+    finished_outputs, launcher_rank, log_finished, plan_deepspeed, resume, save_checkpoint, saved_checkpoint,
+    start_deepspeed)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 NAN_HINT = ("lower train.lr, raise train.warmup_steps, keep train.gradient_clipping at 1.0, or use "
@@ -221,9 +222,41 @@ def main(config: PretrainConfig, quiet: bool = False) -> dict[str, Any]:
 
     With train.resume, a run continues from its last checkpoint exactly (same losses and weights
     as without the interruption); a run that already reached train.steps is left as it is.
+    The settings and the output directory are checked before torch is imported and the log
+    opens; the tokenizer, shards and model config right after, before anything is written.
     """
-    import torch
+    train = config.train
+    check_train(train)
+    plan_deepspeed(train, "cpu")  # batch sizes, ZeRO stage and DeepSpeed JSON
+    out_dir = Path(config.out_dir)
+    checkpoints = out_dir / "checkpoints"
+    saved = saved_checkpoint(out_dir, checkpoints, train.resume)
+    is_main = launcher_rank() == 0
+    finished = finished_outputs(out_dir, saved, train.steps)
+    if finished is not None:
+        with Job("pretrain", out_dir, quiet=quiet) if is_main else RankLog(launcher_rank(), "pretrain") as job:
+            log_finished(job, train.steps, "final/")
+        return finished
+    tokenizer_path, shards = resolve_path(config.data.tokenizer), resolve_path(config.data.shards)
+    job = (Job("pretrain", out_dir, inputs=[tokenizer_path, shards / "shards.json"], config=to_dict(config),
+               seed=config.data.seed, quiet=quiet) if is_main else RankLog(launcher_rank(), "pretrain"))
+    with job:
+        _pretrain(config, job, saved, tokenizer_path, shards)
+    _wait_for_all_ranks()
+    return dict(job.outputs)
+
+
+def _wait_for_all_ranks() -> None:
+    """Every rank leaves together, after rank 0 wrote the manifest."""
     import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _pretrain(config: PretrainConfig, job, saved: dict | None, tokenizer_path: Path, shards: Path) -> None:
+    """The run itself, inside its job: inputs, DeepSpeed, the training loop, final/ (outputs in job.outputs)."""
+    import torch
 
     from genomics_bigbird.data.pretraining import PretrainingDataset, collate_pretraining
     from genomics_bigbird.model import build_pretraining_model, save_checkpoint as save_weights
@@ -231,66 +264,48 @@ def main(config: PretrainConfig, quiet: bool = False) -> dict[str, Any]:
     from genomics_bigbird.train import engine as ds
     from genomics_bigbird.train.loop import DataPosition, micro_batches
 
-    train = config.train
-    check_train(train)
+    train, out_dir = config.train, Path(config.out_dir)
+    checkpoints = out_dir / "checkpoints"
     model_config = resolve_model_config(config.model)
-    tokenizer_path = resolve_path(config.data.tokenizer)
     tokenizer = DNATokenizer.load(tokenizer_path)
     check_compatible(model_config, tokenizer, config.data, tokenizer_path)
-    dataset = PretrainingDataset(resolve_path(config.data.shards), tokenizer, max_length=config.data.max_length,
-                                 seed=config.data.seed)
-    plan = plan_deepspeed(train)
-    out_dir = Path(config.out_dir)
-    checkpoints = out_dir / "checkpoints"
-    saved = saved_checkpoint(out_dir, checkpoints, train.resume)
-    finished = finished_outputs("pretrain", out_dir, saved, train.steps, kept="final/", quiet=quiet)
-    if finished is not None:
-        return finished
-    is_main = launcher_rank() == 0
-    resolved = to_dict(config)
-    resolved["model"] = model_config.to_dict()
-    resolved["resolved"] = plan.describe()
+    dataset = PretrainingDataset(shards, tokenizer, max_length=config.data.max_length, seed=config.data.seed)
+    plan = plan_deepspeed(train, "cuda" if torch.cuda.is_available() else "cpu")
+    resolved = {**to_dict(config), "model": model_config.to_dict()}
+    job.config = {**resolved, "resolved": plan.describe()}
+    if launcher_rank() == 0:
+        save_config(from_dict(PretrainConfig, resolved), out_dir / "config.yaml")
+    ctx = start_deepspeed(plan)
+    torch.manual_seed(train.seed)  # identical initial weights on every rank
+    model = build_pretraining_model(model_config)
+    engine = ds.build_engine(model, plan.config, lr=train.lr, weight_decay=train.weight_decay,
+                             warmup_steps=train.warmup_steps, total_steps=train.steps, eps=train.adam_eps)
+    torch.manual_seed(train.seed + 1 + ctx.rank)  # dropout differs between ranks
+    if train.resume and saved is None:
+        job.log.warning("no checkpoint in %s: starting from step 0", checkpoints)
+    start = resume(engine, checkpoints, saved, job.log)
+    job.log.info("%d instances; %d rank(s) x micro-batch %d x %d accumulation = global batch %d; %s on %s",
+                 len(dataset), ctx.world_size, train.micro_batch_size, plan.accumulation,
+                 train.global_batch_size, plan.precision, ctx.device)
 
-    inputs = [tokenizer_path, resolve_path(config.data.shards) / "shards.json"]
-    job = (Job("pretrain", out_dir, inputs=inputs, config=resolved, seed=config.data.seed, quiet=quiet)
-           if is_main else RankLog(launcher_rank(), "pretrain"))
-    with job:
-        if is_main:
-            save_config(from_dict(PretrainConfig, {k: v for k, v in resolved.items() if k != "resolved"}),
-                        out_dir / "config.yaml")
-        ctx = start_deepspeed(plan)
-        torch.manual_seed(train.seed)  # identical initial weights on every rank
-        model = build_pretraining_model(model_config)
-        engine = ds.build_engine(model, plan.config, lr=train.lr, weight_decay=train.weight_decay,
-                                 warmup_steps=train.warmup_steps, total_steps=train.steps, eps=train.adam_eps)
-        torch.manual_seed(train.seed + 1 + ctx.rank)  # dropout differs between ranks
-        if train.resume and saved is None:
-            job.log.warning("no checkpoint in %s: starting from step 0", checkpoints)
-        start = resume(engine, checkpoints, saved, job.log)
-        job.log.info("%d instances; %d rank(s) x micro-batch %d x %d accumulation = global batch %d; %s on %s",
-                     len(dataset), ctx.world_size, train.micro_batch_size, plan.accumulation,
-                     train.global_batch_size, plan.precision, ctx.device)
+    collate = partial(collate_pretraining, pad_id=tokenizer.pad_id, pad_to_multiple_of=model_config.block_size)
+    batches = micro_batches(dataset, collate, train.micro_batch_size, seed=config.data.seed, rank=ctx.rank,
+                            world_size=ctx.world_size, start=DataPosition(start.epoch, start.batches_done),
+                            num_workers=config.data.num_workers)
+    record = train_loop(engine, batches, train, ctx, start, job, out_dir, config.data.seed)
+    step = train.steps
 
-        collate = partial(collate_pretraining, pad_id=tokenizer.pad_id, pad_to_multiple_of=model_config.block_size)
-        batches = micro_batches(dataset, collate, train.micro_batch_size, seed=config.data.seed, rank=ctx.rank,
-                                world_size=ctx.world_size, start=DataPosition(start.epoch, start.batches_done),
-                                num_workers=config.data.num_workers)
-        record = train_loop(engine, batches, train, ctx, start, job, out_dir, config.data.seed)
-        step = train.steps
+    def write_final(state_dict, directory):
+        final_model = build_pretraining_model(model_config)
+        final_model.load_state_dict(state_dict)
+        save_weights(directory, final_model, model_config=model_config.to_dict(), task="pretraining",
+                     tokenizer_sha256=tokenizer.sha256,
+                     extra={"steps": step, "metrics": record, "tokenizer": str(tokenizer_path)})
 
-        def write_final(state_dict, directory):
-            final_model = build_pretraining_model(model_config)
-            final_model.load_state_dict(state_dict)
-            save_weights(directory, final_model, model_config=model_config.to_dict(), task="pretraining",
-                         tokenizer_sha256=tokenizer.sha256,
-                         extra={"steps": step, "metrics": record, "tokenizer": str(tokenizer_path)})
+    ds.export_weights(engine, out_dir / "final", write_final)
+    job.outputs.update({"final": str(out_dir / "final"), "checkpoints": str(checkpoints),
+                        "metrics": str(out_dir / "metrics.jsonl"), "steps": step, "last": record})
+    job.log.info("step %d: loss %.4f, MLM accuracy %.3f, NSP accuracy %.3f; weights in %s", step,
+                 record.get("loss", float("nan")), record.get("mlm_accuracy", float("nan")),
+                 record.get("nsp_accuracy", float("nan")), out_dir / "final")
 
-        ds.export_weights(engine, out_dir / "final", write_final)
-        job.outputs.update({"final": str(out_dir / "final"), "checkpoints": str(checkpoints),
-                            "metrics": str(out_dir / "metrics.jsonl"), "steps": step, "last": record})
-        job.log.info("step %d: loss %.4f, MLM accuracy %.3f, NSP accuracy %.3f; weights in %s", step,
-                     record.get("loss", float("nan")), record.get("mlm_accuracy", float("nan")),
-                     record.get("nsp_accuracy", float("nan")), out_dir / "final")
-    if dist.is_initialized():
-        dist.barrier()
-    return dict(job.outputs)

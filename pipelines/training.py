@@ -16,7 +16,6 @@ from typing import Any
 
 from genomics_bigbird.errors import InputError
 from pipelines.config import find_config
-from pipelines.job import Job
 
 
 @dataclass(frozen=True)
@@ -44,26 +43,25 @@ def launcher_rank() -> int:
 
 def deepspeed_extra(train) -> dict:
     """The DeepSpeed JSON fragment (tuning keys) for the chosen ZeRO stage; a missing file is an error."""
-    from genomics_bigbird.train.engine import load_deepspeed_json
+    from genomics_bigbird.train.deepspeed_config import load_deepspeed_json
 
     return load_deepspeed_json(find_config(train.deepspeed_json or f"configs/deepspeed/zero{train.zero_stage}.json"))
 
 
-def plan_deepspeed(train) -> DeepSpeedPlan:
+def plan_deepspeed(train, device_type: str) -> DeepSpeedPlan:
     """Check `train`'s batch, precision and ZeRO settings against the launcher's world size.
 
-    `train` is a PretrainTrain or a FinetuneTrain (they share these fields).
+    `train` is a PretrainTrain or a FinetuneTrain (they share these fields); `device_type` is
+    "cuda" or "cpu" (it only decides what precision=auto means), so the settings can be checked
+    before torch is imported.
     """
-    import torch
-
-    from genomics_bigbird.train import engine as ds
+    from genomics_bigbird.train.deepspeed_config import deepspeed_config, resolve_precision
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    precision = ds.resolve_precision(train.precision, device)
-    config = ds.deepspeed_config(global_batch_size=train.global_batch_size, micro_batch_size=train.micro_batch_size,
-                                 world_size=world_size, zero_stage=train.zero_stage, precision=precision,
-                                 gradient_clipping=train.gradient_clipping, extra=deepspeed_extra(train))
+    precision = resolve_precision(train.precision, device_type)
+    config = deepspeed_config(global_batch_size=train.global_batch_size, micro_batch_size=train.micro_batch_size,
+                              world_size=world_size, zero_stage=train.zero_stage, precision=precision,
+                              gradient_clipping=train.gradient_clipping, extra=deepspeed_extra(train))
     return DeepSpeedPlan(world_size, precision, config)
 
 
@@ -84,7 +82,7 @@ def saved_checkpoint(out_dir: Path, checkpoints: Path, resume: bool) -> dict | N
 
     An out_dir that holds a run is refused unless `resume` is set, so nothing is overwritten.
     """
-    from genomics_bigbird.train.engine import checkpoint_info
+    from genomics_bigbird.train.deepspeed_config import checkpoint_info
 
     info = checkpoint_info(checkpoints)
     if info is not None and not resume:
@@ -93,10 +91,8 @@ def saved_checkpoint(out_dir: Path, checkpoints: Path, resume: bool) -> dict | N
     return None if info is None else info["client_state"]
 
 
-def finished_outputs(name: str, out_dir: Path, saved: dict | None, steps: int, *, kept: str,
-                     quiet: bool) -> dict[str, Any] | None:
-    """The outputs of a run in `out_dir` that already reached `steps` (None if it has not); such a
-    run is left exactly as it is, with one line in its log saying so.
+def finished_outputs(out_dir: Path, saved: dict | None, steps: int) -> dict[str, Any] | None:
+    """The outputs of a run in `out_dir` that already reached `steps` (None if it has not).
 
     The manifest is written last, after the final checkpoint and the exported weights, so one
     that records `steps` together with a checkpoint at `steps` means nothing is left to do.
@@ -111,13 +107,14 @@ def finished_outputs(name: str, out_dir: Path, saved: dict | None, steps: int, *
     if saved["step"] < steps or not manifest.is_file():
         return None
     outputs = json.loads(manifest.read_text()).get("outputs", {})
-    if outputs.get("steps") != steps:
-        return None
-    if launcher_rank() == 0:
-        with Job(name, out_dir, quiet=quiet, manifest_name=None) as job:
-            job.log.info("already finished at step %d: its metrics, %s and manifest are kept as they are; raise "
-                         "train.steps to train further", steps, kept)
-    return outputs
+    return outputs if outputs.get("steps") == steps else None
+
+
+def log_finished(job, steps: int, kept: str) -> None:
+    """Leave a finished run as it is (no new manifest) and say so in its log."""
+    job.manifest_name = None
+    job.log.info("already finished at step %d: its metrics, %s and manifest are kept as they are; raise "
+                 "train.steps to train further", steps, kept)
 
 
 def same_on_all_ranks(value: float, device) -> float:

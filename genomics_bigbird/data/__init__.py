@@ -1,7 +1,11 @@
-"""The data layer: the F.1 corpus, token shards, MLM+NSP instances, promoter and chromatin data sets."""
-from genomics_bigbird.data.corpus import Document, iter_documents, write_corpus
-from genomics_bigbird.data.pretraining import PretrainingDataset, collate_pretraining
-from genomics_bigbird.data.shards import ShardSet, TokenShard, write_shards
+"""The data layer: the F.1 corpus, token shards, MLM+NSP instances, promoter and chromatin data sets.
 
-__all__ = ["Document", "PretrainingDataset", "ShardSet", "TokenShard", "collate_pretraining", "iter_documents",
-           "write_corpus", "write_shards"]
+Exports are imported on first use: the corpus and shards need no torch.
+"""
+from genomics_bigbird.lazy import lazy_exports
+
+_EXPORTS = {"Document": "corpus", "iter_documents": "corpus", "write_corpus": "corpus",
+            "PretrainingDataset": "pretraining", "collate_pretraining": "pretraining",
+            "ShardSet": "shards", "TokenShard": "shards", "write_shards": "shards"}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

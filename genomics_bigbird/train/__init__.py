@@ -1,10 +1,13 @@
-"""train layer: losses, LR schedule, and the DeepSpeed engine (import `train.engine` explicitly).
+"""train layer: losses, LR schedule, the DeepSpeed configuration, and the DeepSpeed engine
+(import `train.engine` explicitly).
 
-`engine` is not imported here so that using the losses does not start DeepSpeed.
+Exports are imported on first use, so reading a DeepSpeed config or a checkpoint's bookkeeping
+(`train.deepspeed_config`) imports neither torch nor DeepSpeed.
 """
-from genomics_bigbird.train.losses import (
-    PretrainingLoss, bce_with_pos_weight, mlm_accuracy, mlm_loss, nsp_accuracy, nsp_loss, pretraining_loss)
-from genomics_bigbird.train.schedule import warmup_linear_decay, warmup_linear_decay_scheduler
+from genomics_bigbird.lazy import lazy_exports
 
-__all__ = ["PretrainingLoss", "bce_with_pos_weight", "mlm_accuracy", "mlm_loss", "nsp_accuracy", "nsp_loss",
-           "pretraining_loss", "warmup_linear_decay", "warmup_linear_decay_scheduler"]
+_EXPORTS = {name: "losses" for name in ("PretrainingLoss", "bce_with_pos_weight", "mlm_accuracy", "mlm_loss",
+                                         "nsp_accuracy", "nsp_loss", "pretraining_loss")}
+_EXPORTS.update({name: "schedule" for name in ("warmup_linear_decay", "warmup_linear_decay_scheduler")})
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -3,9 +3,10 @@ import pytest
 import torch
 
 from genomics_bigbird.errors import InputError
+from genomics_bigbird.train.deepspeed_config import (
+    checkpoint_info, deepspeed_config, gradient_accumulation_steps, latest_checkpoint_tag)
 from genomics_bigbird.train.engine import (
-    build_engine, checkpoint_info, consolidated_state_dict, current_lr, deepspeed_config, export_weights,
-    gradient_accumulation_steps, init_distributed, latest_checkpoint_tag, load_training_checkpoint,
+    build_engine, consolidated_state_dict, current_lr, export_weights, init_distributed, load_training_checkpoint,
     prune_checkpoints, save_training_checkpoint)
 
 
