@@ -16,14 +16,7 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from genomics_bigbird.data.chromatin import (
-    BIN_SIZE, ChromatinSplit, candidate_bins, peak_files, peak_labels, read_bins, read_feature_table, read_label_matrix,
-    read_peaks_dir, write_bin_windows)
-from genomics_bigbird.data.deepsea import (
-    DEEPSEA_FEATURES, DEEPSEA_WINDOW, DeepSEASplit, deepsea_feature_groups, deepsea_split_paths, write_deepsea)
-from genomics_bigbird.data.labeled import LabeledWriter
 from genomics_bigbird.errors import InputError
-from genomics_bigbird.genome.reference import ReferenceGenome
 from pipelines.config import load_config, save_config, to_dict
 from pipelines.job import Job
 
@@ -37,7 +30,7 @@ class ChromatinPrepareConfig:
     valid_region: str = "chr7:30508751-35296850"
     exclude_contigs: list[str] = field(default_factory=lambda: ["chrX", "chrY", "chrM"])
     min_peak_fraction: float = 0.5
-    bin_size: int = BIN_SIZE
+    bin_size: int = 200  # genomics_bigbird.data.chromatin.BIN_SIZE (not imported here: it needs pandas)
     chunk_size: int = 4096
 
 
@@ -104,6 +97,12 @@ def main(config: ChromatinPrepareConfig, *, out: Path, deepsea_dir: Path | None 
          labels: Path | None = None, peaks_dir: Path | None = None, features: Path | None = None,
          fasta: Path | None = None, quiet: bool = False) -> dict:
     """Build `out/chromatin.h5` from one source; return the job's outputs."""
+    from genomics_bigbird.data.chromatin import (
+        ChromatinSplit, candidate_bins, peak_files, peak_labels, read_bins, read_feature_table, read_label_matrix,
+        read_peaks_dir, write_bin_windows)
+    from genomics_bigbird.data.labeled import LabeledWriter
+    from genomics_bigbird.genome.reference import ReferenceGenome
+
     out = Path(out)
     if sum(x is not None for x in (deepsea_dir, labels, peaks_dir)) != 1:
         raise InputError("give exactly one source: --deepsea-dir, --labels (with --bins) or --peaks-dir")
@@ -190,6 +189,11 @@ def main(config: ChromatinPrepareConfig, *, out: Path, deepsea_dir: Path | None 
 def _deepsea(config: ChromatinPrepareConfig, out: Path, directory: Path, features: Path | None,
              quiet: bool) -> dict:
     """Source (a): decode the DeepSEA bundle's forward halves at 1000 bp."""
+    from genomics_bigbird.data.chromatin import read_feature_table
+    from genomics_bigbird.data.deepsea import (
+        DEEPSEA_FEATURES, DEEPSEA_WINDOW, DeepSEASplit, deepsea_feature_groups, deepsea_split_paths, write_deepsea)
+    from genomics_bigbird.data.labeled import LabeledWriter
+
     paths = deepsea_split_paths(directory)
     names = [f"deepsea_{i}" for i in range(DEEPSEA_FEATURES)]
     groups = deepsea_feature_groups()

@@ -20,7 +20,6 @@ from typing import Any
 
 from genomics_bigbird.atomic import atomic_write
 from genomics_bigbird.errors import InputError
-from genomics_bigbird.evaluate.report import write_html_report
 from genomics_bigbird.genome.simulate import CONTIG_LENGTHS
 from pipelines import cli
 from pipelines.config import load_config, to_dict
@@ -256,6 +255,8 @@ def format_summary(summary: dict) -> str:
 
 def write_demo_html(out: Path, summary: dict) -> Path:
     """report.html: the headline table, step timings and the evaluation figures."""
+    from genomics_bigbird.evaluate.report import write_html_report  # matplotlib and sklearn: only here
+
     figures = sorted((out / "evaluate_promoter").glob("*.png")) + sorted((out / "evaluate_chromatin").glob("*.png"))
     timings = [{"step": k, "seconds": v} for k, v in summary["seconds"].items()]
     return write_html_report(out / "report.html", "genomics-bigbird demo",

@@ -13,24 +13,27 @@ One HDF5 file per data set, rows in a fixed order:
 
 The file is written under a temporary name and renamed when complete; a JSON manifest with the
 counts (rows per split, positives per feature and split) is written beside it as `<stem>.json`.
+torch and pandas are imported where tokens and tables are made, so writing a data set
+(`gbb promoter/chromatin prepare`) imports neither.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Sequence
 
 import h5py
 import numpy as np
-import pandas as pd
-import torch
-from torch.utils.data import Dataset
 
 from genomics_bigbird.atomic import atomic_path
 from genomics_bigbird.errors import InputError
 from genomics_bigbird.genome.sequence import reverse_complement
 from genomics_bigbird.manifest import write_manifest
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
 
 FORMAT = "genomics-bigbird labeled windows"
 VERSION = 1
@@ -193,6 +196,8 @@ class LabeledWindows:
             raise InputError("labeled-windows file not found", self.path)
         if not h5py.is_hdf5(self.path):
             raise InputError("not an HDF5 file (expected the output of `gbb promoter/chromatin prepare`)", self.path)
+        import pandas as pd
+
         with h5py.File(self.path, "r") as f:
             if f.attrs.get("format") != FORMAT:
                 raise InputError(f"not a labeled-windows file (attribute format is {f.attrs.get('format')!r})", self.path)
@@ -248,6 +253,8 @@ class LabeledWindows:
 
     def records(self, split: str | None = None) -> pd.DataFrame:
         """The rows' coordinates, strand, name and split as a table (BED-like, 0-based half-open)."""
+        import pandas as pd
+
         f = self._h5()
         frame = pd.DataFrame({
             "chrom": _text(f["chrom"][:]), "start": f["start"][:], "end": f["end"][:],
@@ -277,8 +284,9 @@ def middle_tokens(tokens: Sequence[int], keep: int) -> Sequence[int]:
     return tokens[first:first + keep]
 
 
-class TokenizedWindows(Dataset):
-    """One split of a labeled data set as token ids: `[CLS] tokens [SEP]`, with float labels.
+class TokenizedWindows:
+    """One split of a labeled data set as token ids: `[CLS] tokens [SEP]`, with float labels
+    (a map-style dataset for torch's DataLoader).
 
     `reverse_complement=True` tokenizes the reverse complement of each window (for ensembling).
     `max_length` (special tokens included) keeps the middle tokens of a longer window, so the
@@ -300,6 +308,8 @@ class TokenizedWindows(Dataset):
         return len(self.rows)
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor | int]:
+        import torch
+
         index = int(self.rows[item])
         sequence = self.labeled.sequence(index)
         if self.reverse_complement:
@@ -319,6 +329,8 @@ class TokenizedWindows(Dataset):
 def collate_windows(items: Iterable[Mapping[str, Any]], pad_id: int,
                     pad_to_multiple_of: int | None = None) -> dict[str, torch.Tensor]:
     """Stack items into a batch, right-padding input_ids with `pad_id` (mask False at padding)."""
+    import torch
+
     items = list(items)
     if not items:
         raise ValueError("cannot collate an empty batch")
