@@ -25,8 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "deepspeed", "transformers", "pandas", "matplotlib", "sklearn", "scipy", "h5py", "pyarrow",
          "sentencepiece", "pysam", "tensorboard", "pooch")
 # Runs `gbb` in-process, then reports which heavy libraries it had imported (stderr, last line).
-PROBE = ("import json, sys\nfrom pipelines import cli\ntry:\n    cli.main(sys.argv[1:])\nexcept SystemExit:\n"
-         "    pass\nprint(json.dumps(sorted(m for m in %r if m in sys.modules)), file=sys.stderr)\n" % (HEAVY,))
+PROBE = ("import json, sys\nfrom pipelines import cli\ntry:\n    code = cli.main(sys.argv[1:])\n"
+         "except SystemExit as stop:\n    code = stop.code or 0\n"
+         "print(json.dumps(sorted(m for m in %r if m in sys.modules)), file=sys.stderr)\nsys.exit(code)\n" % (HEAVY,))
 
 # A first input that does not exist, per command ("M" = missing file, "O" = an output path).
 FIRST_INPUT = {
@@ -35,11 +36,11 @@ FIRST_INPUT = {
     ("corpus",): ["--fasta", "M.fa", "--out", "O"],
     ("tokenizer", "train"): ["--corpus", "M", "--out", "O/tok"],
     ("shards",): ["--corpus", "M", "--tokenizer", "M.model", "--out", "O"],
-    ("pretrain",): ["--config", "configs/pretrain/tiny.yaml", "data.tokenizer=M.model", "out_dir=O"],
+    ("pretrain",): ["--config", str(ROOT / "configs/pretrain/tiny.yaml"), "data.tokenizer=M.model", "out_dir=O"],
     ("promoter", "prepare"): ["--bed", "M.bed", "--fasta", "M.fa", "--out", "O"],
     ("chromatin", "prepare"): ["--deepsea-dir", "M", "--out", "O"],
     ("finetune", "promoter"): ["--data", "M.h5", "--tokenizer", "M.model", "--out", "O",
-                               "--config", "configs/finetune/tiny_promoter.yaml"],
+                               "--config", str(ROOT / "configs/finetune/tiny_promoter.yaml")],
     ("evaluate",): ["--checkpoint", "M", "--data", "M.h5", "--tokenizer", "M.model", "--out", "O"],
     ("score-variants",): ["--vcf", "M.vcf", "--fasta", "M.fa", "--checkpoint", "M", "--tokenizer", "M.model",
                           "--out", "O/s.tsv"],
@@ -103,17 +104,17 @@ def tiny_inputs(work: Path) -> dict[tuple[str, ...], list[str]]:
         for split in ("train", "valid", "test"):
             out.append(["".join(rng.choice(list("ACGT"), 200)) for _ in range(16)],
                        np.array([[1], [0]] * 8), [split] * 16)
-    model = {"config": "configs/model/tiny.yaml", "vocab_size": len(tokenizer), "hidden_size": 32, "num_layers": 1,
+    model = {"config": str(ROOT / "configs/model/tiny.yaml"), "vocab_size": len(tokenizer), "hidden_size": 32, "num_layers": 1,
              "num_heads": 2, "intermediate_size": 64}
     # RUN: replaced by a fresh output directory for each repeat
     return {
         ("simulate",): ["--out", "RUN", "--scale", "0.05"],
         ("corpus",): ["--fasta", str(genome.fasta), "--out", "RUN", "--passes", "1"],
-        ("pretrain",): ["--config", "configs/pretrain/tiny.yaml", f"data.shards={work / 'shards'}",
+        ("pretrain",): ["--config", str(ROOT / "configs/pretrain/tiny.yaml"), f"data.shards={work / 'shards'}",
                         f"data.tokenizer={tokenizer.path}", "data.max_length=128", "out_dir=RUN",
                         *(f"model.{key}={value}" for key, value in model.items() if key != "config")],
         ("finetune", "promoter"): ["--data", str(work / "promoter.h5"), "--tokenizer", str(tokenizer.path),
-                                   "--out", "RUN", "--config", "configs/finetune/tiny_promoter.yaml",
+                                   "--out", "RUN", "--config", str(ROOT / "configs/finetune/tiny_promoter.yaml"),
                                    f"model={json.dumps(model)}"],
     }
 
@@ -154,7 +155,6 @@ def main() -> None:
               "commands": {}}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        (work / "configs").mkdir()  # cwd without the repository's configs/: the shipped ones are found
         for words in commands:
             entry = {"help": median_of([*words, "--help"], work, repeats)}
             if words in FIRST_INPUT:

@@ -218,9 +218,7 @@ def main(config: FinetuneConfig, quiet: bool = False) -> dict[str, Any]:
 def read_inputs(config: FinetuneConfig, log: logging.Logger) -> FinetuneInputs:
     """Load the tokenizer, the labeled windows and the pretrained weights; refuse ones that do not fit."""
     from genomics_bigbird.data.labeled import LabeledWindows
-    from genomics_bigbird.evaluate.classifier import load_trained
     from genomics_bigbird.tokenizer import DNATokenizer
-    from genomics_bigbird.train.finetune import DEFAULT_POS_WEIGHT
 
     task, train = config.task, config.train
     tokenizer_path = resolve_path(config.data.tokenizer)
@@ -233,6 +231,10 @@ def read_inputs(config: FinetuneConfig, log: logging.Logger) -> FinetuneInputs:
     num_train, num_valid = len(labeled.indices("train")), len(labeled.indices("valid"))
     if num_train == 0 or num_valid == 0:
         raise InputError(f"needs rows in the train and valid splits (train {num_train}, valid {num_valid})", data_path)
+    # torch (and sklearn) only now: a wrong tokenizer or data path is reported without waiting for them
+    from genomics_bigbird.evaluate.classifier import load_trained
+    from genomics_bigbird.train.finetune import DEFAULT_POS_WEIGHT
+
     pretrained_path = resolve_path(config.pretrained) if config.pretrained else None
     pretrained_state, pretrained_meta = (load_trained(pretrained_path, tokenizer.sha256, tokenizer_path)
                                          if pretrained_path else (None, None))

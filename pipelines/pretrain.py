@@ -256,18 +256,19 @@ def _wait_for_all_ranks() -> None:
 
 def _pretrain(config: PretrainConfig, job, saved: dict | None, tokenizer_path: Path, shards: Path) -> None:
     """The run itself, inside its job: inputs, DeepSpeed, the training loop, final/ (outputs in job.outputs)."""
+    from genomics_bigbird.tokenizer import DNATokenizer
+
+    tokenizer = DNATokenizer.load(tokenizer_path)  # before torch: a wrong path is reported at once
     import torch
 
     from genomics_bigbird.data.pretraining import PretrainingDataset, collate_pretraining
     from genomics_bigbird.model import build_pretraining_model, save_checkpoint as save_weights
-    from genomics_bigbird.tokenizer import DNATokenizer
     from genomics_bigbird.train import engine as ds
     from genomics_bigbird.train.loop import DataPosition, micro_batches
 
     train, out_dir = config.train, Path(config.out_dir)
     checkpoints = out_dir / "checkpoints"
     model_config = resolve_model_config(config.model)
-    tokenizer = DNATokenizer.load(tokenizer_path)
     check_compatible(model_config, tokenizer, config.data, tokenizer_path)
     dataset = PretrainingDataset(shards, tokenizer, max_length=config.data.max_length, seed=config.data.seed)
     plan = plan_deepspeed(train, "cuda" if torch.cuda.is_available() else "cpu")
