@@ -104,8 +104,8 @@ def tiny_inputs(work: Path) -> dict[tuple[str, ...], list[str]]:
         for split in ("train", "valid", "test"):
             out.append(["".join(rng.choice(list("ACGT"), 200)) for _ in range(16)],
                        np.array([[1], [0]] * 8), [split] * 16)
-    model = {"config": str(ROOT / "configs/model/tiny.yaml"), "vocab_size": len(tokenizer), "hidden_size": 32, "num_layers": 1,
-             "num_heads": 2, "intermediate_size": 64}
+    model = {"config": str(ROOT / "configs/model/tiny.yaml"), "vocab_size": len(tokenizer), "hidden_size": 32,
+             "num_layers": 1, "num_heads": 2, "intermediate_size": 64}
     # RUN: replaced by a fresh output directory for each repeat
     return {
         ("simulate",): ["--out", "RUN", "--scale", "0.05"],

@@ -290,7 +290,8 @@ def _finetune(config: FinetuneConfig, inputs: FinetuneInputs, job, saved: dict |
         try:
             load_encoder_weights(model, inputs.pretrained_state)
         except (RuntimeError, ValueError) as err:
-            raise InputError(f"the encoder weights do not fit the model config: {err}", inputs.pretrained_path) from None
+            raise InputError(f"the encoder weights do not fit the model config: {err}",
+                             inputs.pretrained_path) from None
         job.log.info("encoder initialized from %s", inputs.pretrained_path)
     else:
         job.log.warning("no pretrained checkpoint: the encoder starts from random weights")

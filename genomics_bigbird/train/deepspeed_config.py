@@ -16,7 +16,10 @@ INFO_FILE = "checkpoint_info.json"
 
 
 def resolve_precision(precision: str, device) -> str:
-    """`auto` means bf16 on a GPU and fp32 on CPU (bf16 matmuls are slow on CPUs); `device`: a torch.device or its type."""
+    """`auto` means bf16 on a GPU and fp32 on CPU (bf16 matmuls are slow on CPUs).
+
+    `device` is a torch.device or its type ("cuda", "cpu").
+    """
     if precision not in PRECISIONS:
         raise InputError(f"train.precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":
