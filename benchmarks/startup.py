@@ -6,14 +6,15 @@ For every command: `gbb COMMAND --help`, and a run whose first input file does n
 stops where the command first reads its input (what it carries before reading anything). For
 `simulate`, `corpus`, `pretrain` and `finetune`: the time until the first log line of a real run
 on tiny inputs. Baselines in the same run: `python -c pass` and `python -c "import torch"`.
-Medians over `--repeats` runs; pin the CPU (`taskset -c 0`) when you quote them.
+Medians over `--repeats` runs, pinned to one core (the commands inherit the pinning). It fails
+(exit status 1, reasons under "problems") when `--help` does not exit 0, a missing input is not
+the one-line error (exit 2), or a run shows no log line.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -21,7 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):   # run as a file: make the repository's `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.harness import ROOT, environment, finish, pin_one_core  # noqa: E402
 HEAVY = ("torch", "deepspeed", "transformers", "pandas", "matplotlib", "sklearn", "scipy", "h5py", "pyarrow",
          "sentencepiece", "pysam", "tensorboard", "pooch")
 # Runs `gbb` in-process, then reports which heavy libraries it had imported (stderr, last line).
@@ -83,7 +86,6 @@ def baseline(code: str, repeats: int) -> dict:
 
 def tiny_inputs(work: Path) -> dict[tuple[str, ...], list[str]]:
     """Real tiny inputs for the first-log-line runs: a simulated genome, shards, a promoter data set."""
-    sys.path.insert(0, str(ROOT))
     import numpy as np
 
     from genomics_bigbird.data.corpus import corpus_files, write_corpus
@@ -119,8 +121,9 @@ def tiny_inputs(work: Path) -> dict[tuple[str, ...], list[str]]:
     }
 
 
-def first_log_line(argv: list[str], cwd: Path) -> float:
-    """Seconds from process start to the first `[gbb.*]` log line on stderr (the run is then stopped)."""
+def first_log_line(argv: list[str], cwd: Path) -> float | None:
+    """Seconds from process start to the first `[gbb.*]` log line on stderr (the run is then stopped);
+    None when the command ended without one."""
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     start = time.perf_counter()
@@ -130,26 +133,27 @@ def first_log_line(argv: list[str], cwd: Path) -> float:
         for line in proc.stderr:
             if line.startswith("[gbb."):
                 return round(time.perf_counter() - start, 3)
-        raise RuntimeError(f"gbb {' '.join(argv[:2])} ended without a log line (exit {proc.wait()})")
+        return None
     finally:
         proc.kill()
         proc.wait()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one repeat, three commands (for the test suite)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, help="also write the JSON here")
-    args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
+    args = parser.parse_args(argv)
     from pipelines import cli
 
+    core = pin_one_core()
     repeats = 1 if args.quick else args.repeats
     commands = list(cli._available())
     if args.quick:
         commands = [c for c in commands if c in (("corpus",), ("pretrain",), ("finetune", "promoter"))]
-    report = {"python": platform.python_version(), "cpus": len(os.sched_getaffinity(0)), "repeats": repeats,
+    report = {"benchmark": "startup", **environment(), "pinned_core": core,
+              "config": {"repeats": repeats, "statistic": "median", "quick": args.quick},
               "baseline": {"python -c pass": baseline("pass", repeats),
                            "python -c 'import torch'": baseline("import torch", repeats)},
               "commands": {}}
@@ -164,12 +168,18 @@ def main() -> None:
             if words in commands:
                 times = [first_log_line([*words, *(a.replace("RUN", str(work / f"run{i}")) for a in argv)], work)
                          for i in range(repeats)]
-                report["commands"][" ".join(words)]["first_log_line_s"] = round(statistics.median(times), 3)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+                report["commands"][" ".join(words)]["first_log_line_s"] = (
+                    None if None in times else round(statistics.median(times), 3))
+    reasons = []
+    for name, entry in report["commands"].items():
+        if entry["help"]["exit"] != 0:
+            reasons.append(f"gbb {name} --help exited {entry['help']['exit']}")
+        if "first_input" in entry and entry["first_input"]["exit"] != 2:
+            reasons.append(f"gbb {name} with a missing input exited {entry['first_input']['exit']}, not 2")
+        if "first_log_line_s" in entry and entry["first_log_line_s"] is None:
+            reasons.append(f"gbb {name} ended without a log line")
+    return finish(report, args.out, reasons)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

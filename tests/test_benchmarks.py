@@ -120,6 +120,16 @@ def test_tokenize_benchmark_reports_ours_against_raw_sentencepiece():
     assert finite(report["instances_4096"]["in_memory"]["instances_s"])
 
 
+def test_startup_benchmark_reports_commands_against_the_python_and_torch_baselines():
+    report = json.loads(run("benchmarks/startup.py", "--quick").stdout)
+    assert report["problems"] == [] and report["pinned_core"] is not None
+    assert all(finite(row["median_s"]) for row in report["baseline"].values())
+    for name in ("corpus", "pretrain", "finetune promoter"):
+        entry = report["commands"][name]
+        assert "torch" not in entry["help"]["heavy_imports"] and finite(entry["help"]["median_rss_mb"])
+        assert entry["first_input"]["exit"] == 2 and finite(entry["first_log_line_s"])
+
+
 def test_a_gpu_suite_part_out_of_time_is_killed_with_its_children(tmp_path):
     # the part's command starts a grandchild; both sleep far past the 2 s budget
     pid_file = tmp_path / "grandchild.pid"
