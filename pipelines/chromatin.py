@@ -17,15 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from genomics_bigbird.data.chromatin import (
-    BIN_SIZE, ChromatinSplit, candidate_bins, peak_files, peak_labels, read_bins, read_feature_table, read_label_matrix,
+    BIN_SIZE, ChromatinSplit, candidate_bins, count_bins, peak_files, peak_labels, read_bins, read_feature_table,
     read_peaks_dir, write_bin_windows)
+from genomics_bigbird.data.label_matrix import LabelMatrix
 from genomics_bigbird.data.deepsea import (
     DEEPSEA_FEATURES, DEEPSEA_WINDOW, DeepSEASplit, deepsea_feature_groups, deepsea_split_paths, write_deepsea)
 from genomics_bigbird.data.labeled import LabeledWriter
 from genomics_bigbird.errors import InputError
+from genomics_bigbird.genome.intervals import read_bed
 from genomics_bigbird.genome.reference import ReferenceGenome
 from pipelines.config import load_config, save_config, to_dict
 from pipelines.job import Job
+from pipelines.workers import add_workers_argument, plan_workers
 
 
 @dataclass
@@ -38,7 +41,7 @@ class ChromatinPrepareConfig:
     exclude_contigs: list[str] = field(default_factory=lambda: ["chrX", "chrY", "chrM"])
     min_peak_fraction: float = 0.5
     bin_size: int = BIN_SIZE
-    chunk_size: int = 4096
+    chunk_size: int = 4096  # windows per block: one worker task, and the unit of memory
 
 
 def add_arguments(parser: argparse.ArgumentParser, command: tuple[str, ...]) -> None:
@@ -60,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: tuple[str, ...]) -> 
                         "(default chrX,chrY,chrM)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or console log")
+    add_workers_argument(parser, "blocks of windows")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,19 +78,20 @@ def run(args: argparse.Namespace) -> int:
             overrides.append(f"{key}=[{','.join(value.replace(',', ' ').split())}]")
     config = load_config(ChromatinPrepareConfig, args.config, overrides)
     main(config, out=args.out, deepsea_dir=args.deepsea_dir, bins=args.bins, labels=args.labels,
-         peaks_dir=args.peaks_dir, features=args.features, fasta=args.fasta, quiet=args.quiet)
+         peaks_dir=args.peaks_dir, features=args.features, fasta=args.fasta, quiet=args.quiet,
+         workers=plan_workers(args.workers, args.threads).workers)
     return 0
 
 
 def main(config: ChromatinPrepareConfig, *, out: Path, deepsea_dir: Path | None = None, bins: Path | None = None,
          labels: Path | None = None, peaks_dir: Path | None = None, features: Path | None = None,
-         fasta: Path | None = None, quiet: bool = False) -> dict:
-    """Build `out/chromatin.h5` from one source; return the job's outputs."""
+         fasta: Path | None = None, quiet: bool = False, workers: int = 1) -> dict:
+    """Build `out/chromatin.h5` from one source (`workers` processes make its blocks); return the job's outputs."""
     out = Path(out)
     if sum(x is not None for x in (deepsea_dir, labels, peaks_dir)) != 1:
         raise InputError("give exactly one source: --deepsea-dir, --labels (with --bins) or --peaks-dir")
     if deepsea_dir is not None:
-        return _deepsea(config, out, Path(deepsea_dir), features, quiet)
+        return _deepsea(config, out, Path(deepsea_dir), features, quiet, workers)
     if features is None or fasta is None:
         raise InputError("--labels and --peaks-dir need --features and --fasta")
     if labels is not None and bins is None:
@@ -100,12 +105,13 @@ def main(config: ChromatinPrepareConfig, *, out: Path, deepsea_dir: Path | None 
     genome = ReferenceGenome(fasta)
     names, groups = list(table["name"]), list(table["group"])
     inputs = [Path(features), Path(fasta)]
-    if labels is not None:
-        bin_records = read_bins(bins)
-        label_matrix = read_label_matrix(labels, len(bin_records), names)
+    if labels is not None:  # streamed: checked here in one pass, read again while writing
+        n_bins = count_bins(bins, genome)
+        label_matrix = LabelMatrix(labels, n_bins, names)
+        bin_records = read_bed(bins)
         inputs += [Path(bins), Path(labels)]
         source = f"bins {Path(bins).name} + labels {Path(labels).name}"
-    else:
+    else:  # peaks: the bins and their label matrix are built in memory
         files = peak_files(peaks_dir, table)
         peaks = read_peaks_dir(peaks_dir, table)
         inputs += list(files.values())
@@ -126,24 +132,26 @@ def main(config: ChromatinPrepareConfig, *, out: Path, deepsea_dir: Path | None 
             bin_records = [b for b, k in zip(bin_records, keep) if k]
             label_matrix = label_matrix[keep]
         source = f"peaks {Path(peaks_dir).name}"
-    for record in bin_records:
-        try:
-            genome.resolve(record.chrom)
-        except InputError as err:
-            raise InputError(err.message, bins, record.line) from None
+        for record in bin_records:
+            try:
+                genome.resolve(record.chrom)
+            except InputError as err:
+                raise InputError(err.message, bins, record.line) from None
+        n_bins = len(bin_records)
 
     with Job("chromatin_prepare", out, inputs=inputs, config=to_dict(config), quiet=quiet) as job:
-        job.log.info("%d bins x %d features (%s) from %s; %d bp windows from %s", len(bin_records), len(names),
-                     {g: groups.count(g) for g in dict.fromkeys(groups)}, source, config.width, fasta)
+        job.log.info("%d bins x %d features (%s) from %s; %d bp windows from %s; %d worker process%s", n_bins,
+                     len(names), {g: groups.count(g) for g in dict.fromkeys(groups)}, source, config.width, fasta,
+                     workers, "es" if workers > 1 else "")
         job.log.info("split: test %s, valid bins centered in %s, left out %s, other contigs train",
                      ",".join(config.test_contigs), config.valid_region, ",".join(config.exclude_contigs))
-        bar = job.progress(total=len(bin_records), desc="bins", unit="bin")
+        bar = job.progress(total=n_bins, desc="bins", unit="bin")
         try:
             with LabeledWriter(out / "chromatin.h5", window=config.width, feature_names=names,
                                feature_groups=groups, task="chromatin", source=source, inputs=inputs,
-                               config=to_dict(config)) as writer:
+                               config=to_dict(config), rows_per_block=config.chunk_size) as writer:
                 report = write_bin_windows(writer, genome, bin_records, label_matrix, split, config.width,
-                                           chunk_size=config.chunk_size, progress=bar.update)
+                                           progress=bar.update, workers=workers)
                 summary = writer.summary()
         finally:
             bar.close()
@@ -151,7 +159,7 @@ def main(config: ChromatinPrepareConfig, *, out: Path, deepsea_dir: Path | None 
         save_config(config, out / "config.yaml")
         job.outputs.update({
             "dataset": str(out / "chromatin.h5"), "source": source, "window": config.width,
-            "n_bins": len(bin_records), "n_features": len(names), "rows_per_split": summary["rows_per_split"],
+            "n_bins": n_bins, "n_features": len(names), "rows_per_split": summary["rows_per_split"],
             "excluded_bins": report.excluded, "padded_bases": report.padded_bases,
             "padded_windows": report.padded_windows,
             "positives_per_feature": summary["positives_per_feature"]})
@@ -162,7 +170,7 @@ def main(config: ChromatinPrepareConfig, *, out: Path, deepsea_dir: Path | None 
 
 
 def _deepsea(config: ChromatinPrepareConfig, out: Path, directory: Path, features: Path | None,
-             quiet: bool) -> dict:
+             quiet: bool, workers: int) -> dict:
     """Source (a): decode the DeepSEA bundle's forward halves at 1000 bp."""
     paths = deepsea_split_paths(directory)
     names = [f"deepsea_{i}" for i in range(DEEPSEA_FEATURES)]
@@ -186,8 +194,8 @@ def _deepsea(config: ChromatinPrepareConfig, out: Path, directory: Path, feature
         try:
             with LabeledWriter(out / "chromatin.h5", window=DEEPSEA_WINDOW, feature_names=names,
                                feature_groups=groups, task="chromatin", source="deepsea", inputs=inputs,
-                               config=to_dict(config)) as writer:
-                report = write_deepsea(writer, paths, chunk_size=config.chunk_size, progress=bar.update)
+                               config=to_dict(config), rows_per_block=config.chunk_size) as writer:
+                report = write_deepsea(writer, paths, progress=bar.update, workers=workers)
                 summary = writer.summary()
         finally:
             bar.close()

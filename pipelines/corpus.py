@@ -11,29 +11,27 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-from genomics_bigbird.data.corpus import Document, write_corpus
+from genomics_bigbird.data.corpus import write_corpus
 from genomics_bigbird.errors import InputError
 from genomics_bigbird.genome import ReferenceGenome
 from pipelines.job import Job
+from pipelines.workers import add_workers_argument, plan_workers
 
 
 def main(fasta: str | Path, out: str | Path, passes: int = 10, contigs: Sequence[str] | None = None,
-         seed: int = 0, quiet: bool = False) -> dict:
-    """Build the corpus of `fasta` in `out`; return its counts."""
+         seed: int = 0, quiet: bool = False, workers: int = 1) -> dict:
+    """Build the corpus of `fasta` in `out` (`workers` contigs at a time); return its counts."""
     if passes < 1:
         raise InputError(f"--passes must be >= 1, got {passes}")
     genome = ReferenceGenome(fasta)
     names = [genome.resolve(c) for c in (contigs or genome.contigs)]
     config = {"fasta": str(fasta), "passes": passes, "contigs": names, "seed": seed}
     with Job("corpus", out, inputs=[fasta], config=config, seed=seed, quiet=quiet) as job:
-        job.log.info("%d contigs, %d bp, %d passes", len(names), sum(genome.contigs[n] for n in names), passes)
+        job.log.info("%d contigs, %d bp, %d passes; %d worker process%s", len(names),
+                     sum(genome.contigs[n] for n in names), passes, workers, "es" if workers > 1 else "")
         bar = job.progress(total=passes * sum(genome.contigs[n] for n in names), desc="corpus", unit="bp",
                            unit_scale=True)
-
-        def advance(doc: Document) -> None:
-            bar.update(doc.end - doc.start)
-
-        counts = write_corpus(genome, out, names, passes=passes, seed=seed, on_document=advance)
+        counts = write_corpus(genome, out, names, passes=passes, seed=seed, progress=bar.update, workers=workers)
         bar.close()
         job.outputs.update({k: v for k, v in vars(counts).items() if k != "per_contig"})
         job.log.info("%d documents, %d sentences, %d bp; %d all-N sentences dropped", counts.documents,
@@ -48,8 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser, command: tuple[str, ...]) -> 
     parser.add_argument("--contigs", nargs="+", help="contigs to use (default: all; chr1 and 1 both work)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or console log")
+    add_workers_argument(parser, "contigs")
 
 
 def run(args) -> int:
-    main(args.fasta, args.out, passes=args.passes, contigs=args.contigs, seed=args.seed, quiet=args.quiet)
+    plan = plan_workers(args.workers, args.threads)
+    main(args.fasta, args.out, passes=args.passes, contigs=args.contigs, seed=args.seed, quiet=args.quiet,
+         workers=plan.workers)
     return 0

@@ -13,21 +13,24 @@ from genomics_bigbird.data.corpus import COUNTS_JSON, corpus_files
 from genomics_bigbird.data.shards import write_shards
 from genomics_bigbird.tokenizer import DNATokenizer
 from pipelines.job import Job
+from pipelines.workers import add_workers_argument, plan_workers
 
 
 def main(corpus: str | Path, tokenizer: str | Path, out: str | Path, documents_per_shard: int = 1000,
-         threads: int = 1, quiet: bool = False) -> dict:
-    """Tokenize the corpus into shards in `out`; return the shards.json summary."""
+         threads: int = 1, quiet: bool = False, workers: int = 1) -> dict:
+    """Tokenize the corpus into shards in `out` (`workers` processes of `threads` threads); return shards.json."""
     files = corpus_files(corpus)
     tok = DNATokenizer.load(tokenizer, num_threads=threads)
     counts_path = Path(corpus) / COUNTS_JSON
     total = json.loads(counts_path.read_text())["documents"] if counts_path.is_file() else None
     config = {"corpus": str(corpus), "tokenizer": str(tokenizer), "tokenizer_sha256": tok.sha256,
-              "documents_per_shard": documents_per_shard, "threads": threads}
+              "documents_per_shard": documents_per_shard, "workers": workers, "threads_per_worker": threads}
     with Job("shards", out, inputs=[*files, tokenizer], config=config, quiet=quiet) as job:
+        job.log.info("tokenizing in %d worker process%s x %d thread%s", workers, "es" if workers > 1 else "",
+                     threads, "s" if threads > 1 else "")
         bar = job.progress(total=total, desc="tokenizing", unit="doc")
         summary = write_shards(files, tok, out, documents_per_shard=documents_per_shard,
-                               on_document=lambda sentences: bar.update(1))
+                               on_document=lambda document: bar.update(1), workers=workers)
         bar.close()
         counts = summary["counts"]
         job.outputs.update({"shards": len(summary["shards"]), **counts,
@@ -43,9 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser, command: tuple[str, ...]) -> 
     parser.add_argument("--out", required=True, help="output directory for the shards")
     parser.add_argument("--documents-per-shard", type=int, default=1000, help="documents per shard (default 1000)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or console log")
+    add_workers_argument(parser, "batches of documents")
 
 
 def run(args) -> int:
+    plan = plan_workers(args.workers, args.threads)
     main(args.corpus, args.tokenizer, args.out, documents_per_shard=args.documents_per_shard,
-         threads=args.threads, quiet=args.quiet)
+         threads=plan.threads_per_worker, quiet=args.quiet, workers=plan.workers)
     return 0

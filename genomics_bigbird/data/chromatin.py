@@ -8,12 +8,13 @@ left out by default and counted.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,9 @@ from genomics_bigbird.errors import InputError
 from genomics_bigbird.genome.intervals import BedRecord, read_bed, read_narrowpeak
 from genomics_bigbird.genome.reference import ReferenceGenome, contig_key
 from genomics_bigbird.genome.windows import extract_windows
-from genomics_bigbird.data.labeled import LabeledWriter
+from genomics_bigbird.data.label_matrix import BLOCK_ROWS, LabelMatrix
+from genomics_bigbird.data.labeled import EncodedRows, LabeledWriter, encode_rows
+from genomics_bigbird.parallel import ordered_map
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +34,7 @@ _GROUP_ALIASES = {"dhs": "DHS", "dnase": "DHS", "tf": "TF", "hm": "HM", "histone
 BIN_SIZE = 200
 
 
-# ---------------------------------------------------------------- feature table and label matrix
+# ---------------------------------------------------------------- feature table
 
 def read_feature_table(path: str | os.PathLike) -> pd.DataFrame:
     """Read a TSV of features (columns `name`, `group`, optionally `file`), one row per label column.
@@ -66,31 +69,6 @@ def read_feature_table(path: str | os.PathLike) -> pd.DataFrame:
     if duplicated:
         raise InputError(f"feature names must be unique; repeated: {duplicated[:5]}", path)
     return table.reset_index(drop=True)
-
-
-def read_label_matrix(path: str | os.PathLike, n_bins: int, feature_names: Sequence[str]) -> np.ndarray:
-    """Read a (bins x features) 0/1 matrix from `.npy` or a TSV (optional header of feature names)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("label matrix not found", path)
-    if path.suffix == ".npy":
-        try:
-            labels = np.load(path, allow_pickle=False)
-        except ValueError as err:
-            raise InputError(f"not a numpy .npy array ({err})", path) from None
-    else:
-        first = path.open().readline().rstrip("\r\n").split("\t")
-        has_header = not all(re.fullmatch(r"[01](\.0*)?", value.strip()) for value in first)
-        table = pd.read_csv(path, sep="\t", header=0 if has_header else None)
-        if has_header and list(table.columns) != list(feature_names):
-            raise InputError("the label TSV's header must list the feature table's names in order", path, 1)
-        labels = table.to_numpy()
-    if labels.shape != (n_bins, len(feature_names)):
-        raise InputError(f"label matrix has shape {labels.shape}; expected ({n_bins} bins, "
-                         f"{len(feature_names)} features) to match the bins BED and the feature table", path)
-    if not np.isin(labels, (0, 1)).all():
-        raise InputError("labels must be 0 or 1", path)
-    return labels.astype(np.uint8)
 
 
 # ---------------------------------------------------------------- peak overlap (source c)
@@ -251,34 +229,91 @@ class BinWindowsReport:
     padded_windows: int = 0
 
 
-def write_bin_windows(writer: LabeledWriter, genome: ReferenceGenome, bins: Sequence[BedRecord],
-                      labels: np.ndarray, split: ChromatinSplit, width: int, *, chunk_size: int = 1024,
-                      progress: Callable[[int], None] | None = None) -> BinWindowsReport:
-    """Append the width-W windows centered on each bin, with the bin's labels and split, to `writer`."""
-    if len(bins) != len(labels):
-        raise ValueError(f"{len(bins)} bins but {len(labels)} label rows")
-    report = BinWindowsReport()
-    for first in range(0, len(bins), chunk_size):
-        chunk = bins[first:first + chunk_size]
-        keep, splits = [], []
+@dataclass(frozen=True)
+class BinWindowEncoder:
+    """Extract, check and compress one block of bin windows (picklable: it runs in worker processes)."""
+
+    genome: ReferenceGenome
+    width: int
+    n_features: int
+
+    def __call__(self, task: tuple[list[BedRecord], np.ndarray, list[str], int]) -> tuple[EncodedRows, int, int, int]:
+        """(encoded rows, padded bases, padded windows, bins consumed) of (kept bins, their labels, splits, bins)."""
+        records, labels, splits, consumed = task
+        windows = list(extract_windows(self.genome, records, anchor="center", width=self.width))
+        encoded = encode_rows([w.sequence for w in windows], labels, splits, window=self.width,
+                              n_features=self.n_features, chrom=[w.chrom for w in windows],
+                              start=[w.start for w in windows], end=[w.end for w in windows],
+                              strand=["+"] * len(windows), name=[w.name for w in windows])
+        padded = [w.n_padded for w in windows]
+        return encoded, sum(padded), sum(p > 0 for p in padded), consumed
+
+
+def _label_blocks(labels: np.ndarray | LabelMatrix, rows: int) -> Iterator[np.ndarray]:
+    if isinstance(labels, LabelMatrix):
+        yield from labels.blocks()
+        return
+    for first in range(0, len(labels), rows):
+        yield np.asarray(labels[first:first + rows])
+
+
+def _bin_tasks(bins: Iterable[BedRecord], labels: np.ndarray | LabelMatrix, split: ChromatinSplit,
+               block_rows: int, report: BinWindowsReport) -> Iterator[tuple[list[BedRecord], np.ndarray, list[str], int]]:
+    """Blocks of exactly `block_rows` kept bins (the last may be shorter) with their labels and splits.
+
+    Bins on excluded contigs are counted in `report` and dropped here; each task also says how
+    many input bins it consumed, for progress.
+    """
+    records: list[BedRecord] = []
+    label_rows: list[np.ndarray] = []
+    splits: list[str] = []
+    consumed = 0
+    bin_iter = iter(bins)
+    for block in _label_blocks(labels, BLOCK_ROWS):
+        chunk = list(itertools.islice(bin_iter, len(block)))
+        if len(chunk) != len(block):
+            raise ValueError(f"fewer bins than label rows ({consumed + len(chunk)} bins)")
+        keep = []
         for offset, record in enumerate(chunk):
             assigned = split.assign(record.chrom, record.start, record.end)
             if assigned is None:
                 report.excluded[record.chrom] = report.excluded.get(record.chrom, 0) + 1
             else:
                 keep.append(offset)
+                records.append(record)
                 splits.append(assigned)
-        kept = [chunk[i] for i in keep]
-        windows = list(extract_windows(genome, kept, anchor="center", width=width))
-        writer.append([w.sequence for w in windows], labels[first + np.array(keep, dtype=np.int64)], splits,
-                      chrom=[w.chrom for w in windows], start=[w.start for w in windows],
-                      end=[w.end for w in windows], strand=["+"] * len(windows),
-                      name=[w.name for w in windows])
-        report.rows += len(windows)
-        report.padded_bases += sum(w.n_padded for w in windows)
-        report.padded_windows += sum(w.n_padded > 0 for w in windows)
+        label_rows.append(block[keep])
+        consumed += len(chunk)
+        while len(records) >= block_rows:
+            kept = np.concatenate(label_rows)
+            yield records[:block_rows], kept[:block_rows], splits[:block_rows], consumed
+            records, splits, label_rows, consumed = records[block_rows:], splits[block_rows:], [kept[block_rows:]], 0
+    if next(bin_iter, None) is not None:
+        raise ValueError("more bins than label rows")
+    if records or consumed:
+        yield records, np.concatenate(label_rows), splits, consumed
+
+
+def write_bin_windows(writer: LabeledWriter, genome: ReferenceGenome, bins: Iterable[BedRecord],
+                      labels: np.ndarray | LabelMatrix, split: ChromatinSplit, width: int, *,
+                      progress: Callable[[int], None] | None = None, workers: int = 1) -> BinWindowsReport:
+    """Append the width-W windows centered on each bin, with the bin's labels and split, to `writer`.
+
+    Streams: bins are read and labels (`LabelMatrix`, or an array) taken in blocks, so memory
+    holds a few blocks whatever the number of bins. `workers` processes extract and compress
+    blocks of windows; this one writes them in bin order, so the file is the same for any count.
+    `progress(n)` is called with the bins each written block consumed.
+    """
+    report = BinWindowsReport()
+    encoder = BinWindowEncoder(genome, width, writer.n_features)
+    tasks = _bin_tasks(bins, labels, split, writer.block_rows, report)
+    for encoded, padded_bases, padded_windows, consumed in ordered_map(encoder, tasks, workers):
+        writer.append_encoded(encoded)
+        report.rows += encoded.n
+        report.padded_bases += padded_bases
+        report.padded_windows += padded_windows
         if progress is not None:
-            progress(len(chunk))
+            progress(consumed)
     if report.excluded:
         log.info("left out %d bins on excluded contigs %s", sum(report.excluded.values()), report.excluded)
     return report
@@ -293,3 +328,19 @@ def read_bins(path: str | os.PathLike) -> list[BedRecord]:
         if record.length <= 0:
             raise InputError(f"bin {record.chrom}:{record.start}-{record.end} is empty", path, record.line)
     return bins
+
+
+def count_bins(path: str | os.PathLike, genome: ReferenceGenome) -> int:
+    """Check every bin of a bins BED (not empty, on a contig of `genome`) without keeping them; return the count."""
+    count = 0
+    for record in read_bed(path):
+        if record.length <= 0:
+            raise InputError(f"bin {record.chrom}:{record.start}-{record.end} is empty", path, record.line)
+        try:
+            genome.resolve(record.chrom)
+        except InputError as err:
+            raise InputError(err.message, path, record.line) from None
+        count += 1
+    if not count:
+        raise InputError("bins BED has no records", path)
+    return count

@@ -17,6 +17,7 @@ counts (rows per split, positives per feature and split) is written beside it as
 from __future__ import annotations
 
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Protocol, Sequence
@@ -36,6 +37,7 @@ FORMAT = "genomics-bigbird labeled windows"
 VERSION = 1
 SPLITS = ("train", "valid", "test")
 _STR = h5py.string_dtype("utf-8")
+GZIP_LEVEL = 4  # h5py's default gzip level; encode_rows compresses chunks the same way
 _ALLOWED_BASES = np.zeros(256, dtype=bool)
 _ALLOWED_BASES[list(b"ACGTN")] = True
 
@@ -50,9 +52,108 @@ class Tokenizer(Protocol):
     def encode(self, sequence: str) -> list[int]: ...
 
 
-def _chunk_rows(window: int) -> int:
-    """Rows per HDF5 chunk: about 128 KiB of sequence, so random access decompresses little."""
-    return max(1, (128 * 1024) // max(window, 1))
+def _power_of_two_at_most(n: int) -> int:
+    return 1 << (max(1, n).bit_length() - 1)
+
+
+def sequence_chunk_rows(window: int) -> int:
+    """Rows per `sequences` chunk: at most 128 KiB, so random access decompresses little.
+
+    Chunk row counts are powers of two, so blocks of `LabeledWriter.block_rows` rows start on a
+    chunk boundary of every column and can be compressed in other processes (`encode_rows`).
+    """
+    return _power_of_two_at_most((128 * 1024) // max(window, 1))
+
+
+def label_chunk_rows(n_features: int) -> int:
+    """Rows per `labels` chunk: at most 64 KiB and 4096 rows, a power of two."""
+    return _power_of_two_at_most(min(4096, (1 << 16) // max(n_features, 1)))
+
+
+def binary(values: np.ndarray) -> bool:
+    """Whether every value is 0 or 1 (without np.isin, which needs ~15x the array's memory)."""
+    values = np.asarray(values)
+    if values.dtype == np.bool_:
+        return True
+    if np.issubdtype(values.dtype, np.unsignedinteger):
+        return values.size == 0 or int(values.max()) <= 1
+    return bool(((values == 0) | (values == 1)).all())
+
+
+def checked_rows(sequences: Sequence[str] | np.ndarray, labels: np.ndarray, split: Sequence[str], *, window: int,
+                 n_features: int, first_row: int = 0, chrom: Sequence[str] | None = None,
+                 start: Sequence[int] | None = None, end: Sequence[int] | None = None,
+                 strand: Sequence[str] | None = None, name: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """The columns of rows to append, checked (ValueError names the problem); unnamed rows are named by number."""
+    seq = np.asarray([s.encode("ascii") if isinstance(s, str) else s for s in sequences], dtype=f"S{window}")
+    n = len(seq)
+    raw = seq.view(np.uint8).reshape(n, -1) if n and seq.dtype.itemsize else np.zeros((n, window * (n == 0)), np.uint8)
+    if raw.shape[1] != window or (raw == 0).any():
+        raise ValueError(f"every sequence must have exactly {window} bases")
+    if not _ALLOWED_BASES[raw].all():
+        raise ValueError("sequences may only contain upper-case A, C, G, T and N")
+    labels = np.asarray(labels)
+    if labels.shape != (n, n_features):
+        raise ValueError(f"labels have shape {labels.shape}, expected {(n, n_features)}")
+    if not binary(labels):
+        raise ValueError("labels must be 0 or 1")
+    split = np.asarray(split, dtype="S5")
+    unknown = set(np.unique(split).astype(str)) - set(SPLITS)
+    if len(split) != n or unknown:
+        raise ValueError(f"split must give one of {SPLITS} per row (unknown: {sorted(unknown)})")
+    values = {
+        "sequences": seq, "labels": labels.astype(np.uint8), "split": split,
+        "chrom": np.asarray(["."] * n if chrom is None else list(chrom), dtype=object),
+        "name": np.asarray([f"{first_row + i}" for i in range(n)] if name is None else list(name), dtype=object),
+        "strand": np.asarray(["+"] * n if strand is None else list(strand), dtype="S1"),
+        "start": np.asarray([-1] * n if start is None else start, dtype=np.int64),
+        "end": np.asarray([-1] * n if end is None else end, dtype=np.int64),
+    }
+    for key, value in values.items():
+        if len(value) != n:
+            raise ValueError(f"{key} has {len(value)} rows, expected {n}")
+    return values
+
+
+@dataclass
+class EncodedRows:
+    """Rows checked and gzip-compressed for `LabeledWriter.append_encoded`: the work a worker process does.
+
+    `chunks` holds each compressed dataset's chunks (`sequences`, `labels`); `columns` the other
+    columns, small enough for HDF5 to compress in the writing process.
+    """
+
+    n: int
+    chunks: dict[str, list[bytes]]
+    columns: dict[str, np.ndarray]
+    split_counts: dict[str, int]
+    positives: dict[str, np.ndarray]
+
+
+def _compressed_chunks(values: np.ndarray, chunk_rows: int) -> list[bytes]:
+    """Row chunks of `values` as HDF5's gzip filter stores them (zlib, GZIP_LEVEL), the last zero-padded."""
+    chunks = []
+    for first in range(0, len(values), chunk_rows):
+        block = np.ascontiguousarray(values[first:first + chunk_rows])
+        data = block.tobytes()
+        if len(block) < chunk_rows:
+            data += bytes((chunk_rows - len(block)) * (len(data) // max(len(block), 1)))
+        chunks.append(zlib.compress(data, GZIP_LEVEL))
+    return chunks
+
+
+def encode_rows(sequences: Sequence[str] | np.ndarray, labels: np.ndarray, split: Sequence[str], *, window: int,
+                n_features: int, **columns) -> EncodedRows:
+    """Check and compress rows for `LabeledWriter.append_encoded` (arguments as `LabeledWriter.append`)."""
+    values = checked_rows(sequences, labels, split, window=window, n_features=n_features, **columns)
+    split_values = values["split"]
+    return EncodedRows(
+        n=len(split_values),
+        chunks={"sequences": _compressed_chunks(values.pop("sequences"), sequence_chunk_rows(window)),
+                "labels": _compressed_chunks(values["labels"], label_chunk_rows(n_features))},
+        columns={k: v for k, v in values.items() if k != "labels"},
+        split_counts={s: int((split_values == s.encode()).sum()) for s in SPLITS},
+        positives={s: values["labels"][split_values == s.encode()].sum(axis=0, dtype=np.int64) for s in SPLITS})
 
 
 @dataclass
@@ -72,6 +173,7 @@ class LabeledWriter:
     seed: int | None = None
     inputs: Sequence[str | os.PathLike] = ()
     config: Mapping[str, Any] | None = None
+    rows_per_block: int = 4096  # rows `encode_rows` compresses at once (rounded up to whole chunks)
     n_rows: int = field(default=0, init=False)
     split_counts: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SPLITS}, init=False)
     positives: dict[str, np.ndarray] = field(default_factory=dict, init=False)
@@ -94,15 +196,22 @@ class LabeledWriter:
         self._create(self._file)
         return self
 
-    def _create(self, f: h5py.File) -> None:
-        rows = _chunk_rows(self.window)
+    @property
+    def block_rows(self) -> int:
+        """Rows per `encode_rows` block (`rows_per_block` rounded up to whole chunks of every column).
 
+        Every block passed to `append_encoded` but the last must hold exactly this many rows.
+        """
+        chunk = max(sequence_chunk_rows(self.window), label_chunk_rows(self.n_features))  # powers of two
+        return -(-max(1, self.rows_per_block) // chunk) * chunk
+
+    def _create(self, f: h5py.File) -> None:
         def column(name, dtype, shape=(), chunk_rows=4096):
             f.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
-                             chunks=(chunk_rows, *shape), compression="gzip")
+                             chunks=(chunk_rows, *shape), compression="gzip", compression_opts=GZIP_LEVEL)
 
-        column("sequences", f"S{self.window}", chunk_rows=rows)
-        column("labels", np.uint8, (self.n_features,), chunk_rows=max(1, min(4096, (1 << 16) // self.n_features)))
+        column("sequences", f"S{self.window}", chunk_rows=sequence_chunk_rows(self.window))
+        column("labels", np.uint8, (self.n_features,), chunk_rows=label_chunk_rows(self.n_features))
         for name, dtype in (("split", "S5"), ("chrom", _STR), ("name", _STR), ("strand", "S1"),
                             ("start", np.int64), ("end", np.int64)):
             column(name, dtype)
@@ -118,43 +227,46 @@ class LabeledWriter:
                end: Sequence[int] | None = None, strand: Sequence[str] | None = None,
                name: Sequence[str] | None = None) -> None:
         """Append rows; sequences are `window` bases of A/C/G/T/N, labels (rows, n_features) of 0/1."""
-        seq = np.asarray([s.encode("ascii") if isinstance(s, str) else s for s in sequences], dtype=f"S{self.window}")
-        n = len(seq)
+        values = checked_rows(sequences, labels, split, window=self.window, n_features=self.n_features,
+                              first_row=self.n_rows, chrom=chrom, start=start, end=end, strand=strand, name=name)
+        n = len(values["split"])
         if n == 0:
             return
-        raw = seq.view(np.uint8).reshape(n, -1) if seq.dtype.itemsize else np.zeros((n, 0), np.uint8)
-        if raw.shape[1] != self.window or (raw == 0).any():
-            raise ValueError(f"every sequence must have exactly {self.window} bases")
-        if not _ALLOWED_BASES[raw].all():
-            raise ValueError("sequences may only contain upper-case A, C, G, T and N")
-        labels = np.asarray(labels)
-        if labels.shape != (n, self.n_features):
-            raise ValueError(f"labels have shape {labels.shape}, expected {(n, self.n_features)}")
-        if not np.isin(labels, (0, 1)).all():
-            raise ValueError("labels must be 0 or 1")
-        split = np.asarray(split, dtype="S5")
-        unknown = set(np.unique(split).astype(str)) - set(SPLITS)
-        if len(split) != n or unknown:
-            raise ValueError(f"split must give one of {SPLITS} per row (unknown: {sorted(unknown)})")
-        values = {
-            "sequences": seq, "labels": labels.astype(np.uint8), "split": split,
-            "chrom": np.asarray(["."] * n if chrom is None else list(chrom), dtype=object),
-            "name": np.asarray([f"{self.n_rows + i}" for i in range(n)] if name is None else list(name), dtype=object),
-            "strand": np.asarray(["+"] * n if strand is None else list(strand), dtype="S1"),
-            "start": np.asarray([-1] * n if start is None else start, dtype=np.int64),
-            "end": np.asarray([-1] * n if end is None else end, dtype=np.int64),
-        }
+        self._write_columns(values, n)
+        for s in SPLITS:
+            rows = values["split"] == s.encode()
+            self.split_counts[s] += int(rows.sum())
+            self.positives[s] += values["labels"][rows].sum(axis=0, dtype=np.int64)
+
+    def append_encoded(self, rows: EncodedRows) -> None:
+        """Append rows compressed by `encode_rows` (in any process) by writing their chunks as they are.
+
+        Rows must arrive in blocks of `block_rows` (the last may be shorter), so each block starts
+        on a chunk boundary.
+        """
+        if rows.n == 0:
+            return
+        if self.n_rows % self.block_rows:
+            raise ValueError(f"encoded rows must follow whole blocks of {self.block_rows} rows; "
+                             f"the file holds {self.n_rows}")
+        for key, chunks in rows.chunks.items():
+            dataset = self._file[key]
+            dataset.resize(self.n_rows + rows.n, axis=0)
+            chunk_rows = dataset.chunks[0]
+            for index, data in enumerate(chunks):
+                offset = (self.n_rows + index * chunk_rows,) + (0,) * (dataset.ndim - 1)
+                dataset.id.write_direct_chunk(offset, data)
+        self._write_columns(rows.columns, rows.n)
+        for s in SPLITS:
+            self.split_counts[s] += rows.split_counts[s]
+            self.positives[s] += rows.positives[s]
+
+    def _write_columns(self, values: Mapping[str, np.ndarray], n: int) -> None:
         for key, value in values.items():
-            if len(value) != n:
-                raise ValueError(f"{key} has {len(value)} rows, expected {n}")
             dataset = self._file[key]
             dataset.resize(self.n_rows + n, axis=0)
             dataset[self.n_rows:] = value
         self.n_rows += n
-        for s in SPLITS:
-            rows = split == s.encode()
-            self.split_counts[s] += int(rows.sum())
-            self.positives[s] += labels[rows].sum(axis=0, dtype=np.int64)
 
     def summary(self) -> dict[str, Any]:
         """Counts for reports and manifests: rows per split and positives per feature and split."""
@@ -200,7 +312,7 @@ class LabeledWindows:
             self.window = int(self.attrs["window"])
             self.features = pd.DataFrame({"name": _text(f["features/name"][:]),
                                           "group": _text(f["features/group"][:])})
-            self.split = np.char.decode(f["split"][:], "ascii").astype(object)
+            self.split = np.char.decode(f["split"][:], "ascii")  # fixed-width str: 20 bytes a row, not a str object
         self.task, self.scheme, self.source = self.attrs["task"], self.attrs["scheme"], self.attrs["source"]
         self._file: h5py.File | None = None
         self._pid = -1
