@@ -4,6 +4,9 @@ Per contig, `--passes` times: a uniform start offset in [0, 5000), then document
 sentences of 500-1000 consecutive bases until the contig ends; all-N sentences dropped.
 Writes one text file per contig (one sentence per line, a blank line between documents),
 documents.tsv, counts.json, corpus.log and manifest.json into `--out`.
+
+`--workers N` builds N contigs at a time. On a cluster, run one `gbb corpus --contigs C` job per
+contig and gather them with `gbb corpus --merge DIR... --out DIR` (workflows/Snakefile does).
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-from genomics_bigbird.data.corpus import write_corpus
+from genomics_bigbird.data.corpus import COUNTS_JSON, merge_corpora, write_corpus
 from genomics_bigbird.errors import InputError
 from genomics_bigbird.genome import ReferenceGenome
 from pipelines.job import Job
@@ -39,8 +42,21 @@ def main(fasta: str | Path, out: str | Path, passes: int = 10, contigs: Sequence
     return vars(counts)
 
 
+def merge(parts: Sequence[str | Path], out: str | Path, quiet: bool = False) -> dict:
+    """Gather per-contig corpus directories into `out` (their files stay in place); return the counts."""
+    with Job("corpus", out, inputs=[Path(p) / COUNTS_JSON for p in parts], config={"merge": list(map(str, parts))},
+             quiet=quiet) as job:
+        counts = merge_corpora(parts, out)
+        job.outputs.update({k: v for k, v in vars(counts).items() if k != "per_contig"})
+        job.log.info("gathered %d parts: %d contigs, %d documents, %d bp", len(parts), len(counts.per_contig),
+                     counts.documents, counts.bp)
+    return vars(counts)
+
+
 def add_arguments(parser: argparse.ArgumentParser, command: tuple[str, ...]) -> None:
-    parser.add_argument("--fasta", required=True, help="reference FASTA (plain or bgzip)")
+    parser.add_argument("--fasta", help="reference FASTA (plain or bgzip)")
+    parser.add_argument("--merge", nargs="+", metavar="DIR",
+                        help="instead of building: gather corpus directories of other contigs into --out")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--passes", type=int, default=10, help="passes over each contig (default 10, as F.1)")
     parser.add_argument("--contigs", nargs="+", help="contigs to use (default: all; chr1 and 1 both work)")
@@ -50,6 +66,11 @@ def add_arguments(parser: argparse.ArgumentParser, command: tuple[str, ...]) -> 
 
 
 def run(args) -> int:
+    if args.merge:
+        merge(args.merge, args.out, quiet=args.quiet)
+        return 0
+    if args.fasta is None:
+        raise InputError("--fasta is required (or --merge DIR... to gather corpus directories)")
     plan = plan_workers(args.workers, args.threads)
     main(args.fasta, args.out, passes=args.passes, contigs=args.contigs, seed=args.seed, quiet=args.quiet,
          workers=plan.workers)

@@ -216,6 +216,52 @@ def write_corpus(genome: ReferenceGenome, out_dir: str | os.PathLike, contigs: S
     return counts
 
 
+def merge_corpora(parts: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> CorpusCounts:
+    """Gather corpus directories of disjoint contigs (e.g. one cluster job per contig) into `out_dir`.
+
+    The text files stay where they are: `out_dir/counts.json` lists them by relative path, in the
+    order of `parts`, and `out_dir/documents.tsv` concatenates the parts' rows. The result reads
+    like one `write_corpus` over those contigs (same documents, in the same order). The parts must
+    share passes and seed; a contig in two parts is an InputError.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    counts = CorpusCounts()
+    files: list[str] = []
+    settings = None
+    with atomic_write(out / DOCUMENTS_TSV) as tsv:
+        tsv.write("file\tcontig\tpass\tstart\tend\tsentences\tdropped\n")
+        for part in map(Path, parts):
+            summary_path = part / COUNTS_JSON
+            if not summary_path.is_file():
+                raise InputError(f"no {COUNTS_JSON} here: not a finished `gbb corpus` directory", part)
+            summary = json.loads(summary_path.read_text())
+            if settings is None:
+                settings = (summary["passes"], summary["seed"])
+            elif (summary["passes"], summary["seed"]) != settings:
+                raise InputError(f"passes {summary['passes']} and seed {summary['seed']} differ from the first part's "
+                                 f"{settings[0]} and {settings[1]}: every part must be built alike", part)
+            repeated = sorted(set(summary["per_contig"]) & set(counts.per_contig))
+            if repeated:
+                raise InputError(f"contigs {', '.join(repeated)} are in two parts", part)
+            relative = {name: os.path.relpath(part / name, out) for name in summary["files"]}
+            files += relative.values()
+            part_counts = CorpusCounts(**{k: summary[k] for k in vars(CorpusCounts())})
+            counts.merge(part_counts)
+            with open(part / DOCUMENTS_TSV) as rows:
+                next(rows)  # header
+                for row in rows:
+                    name, rest = row.split("\t", 1)
+                    tsv.write(f"{relative[name]}\t{rest}")
+    if settings is None:
+        raise InputError("give at least one corpus directory to merge")
+    summary = {"files": files, "passes": settings[0], "seed": settings[1], **vars(counts)}
+    with atomic_write(out / COUNTS_JSON) as handle:
+        json.dump(summary, handle, indent=2)
+        handle.write("\n")
+    return counts
+
+
 def corpus_files(corpus_dir: str | os.PathLike) -> list[Path]:
     """Return the text files of a corpus directory in the order `write_corpus` listed them."""
     directory = Path(corpus_dir)

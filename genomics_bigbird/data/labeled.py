@@ -411,15 +411,19 @@ class TokenizedWindows(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, item: int) -> dict[str, torch.Tensor | int]:
-        index = int(self.rows[item])
-        sequence = self.labeled.sequence(index)
+    def input_ids(self, item: int) -> torch.Tensor:
+        """`[CLS] tokens [SEP]` of window `item` of this split (long, (length,)); its labels are not read."""
+        sequence = self.labeled.sequence(int(self.rows[item]))
         if self.reverse_complement:
             sequence = reverse_complement(sequence)
         tokens = list(self.tokenizer.encode(sequence))
         if self.max_length is not None:
             tokens = middle_tokens(tokens, self.max_length - 2)
-        ids = torch.tensor([self.tokenizer.cls_id, *tokens, self.tokenizer.sep_id], dtype=torch.long)
+        return torch.tensor([self.tokenizer.cls_id, *tokens, self.tokenizer.sep_id], dtype=torch.long)
+
+    def __getitem__(self, item: int) -> dict[str, torch.Tensor | int]:
+        index = int(self.rows[item])
+        ids = self.input_ids(item)
         return {
             "input_ids": ids,                                        # (length,)
             "attention_mask": torch.ones(len(ids), dtype=torch.bool),  # True = real token

@@ -172,6 +172,40 @@ def write_shards(corpus_files: Sequence[str | os.PathLike], tokenizer: DNATokeni
     return summary
 
 
+def merge_shard_sets(parts: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> dict:
+    """Gather `gbb shards` directories (e.g. one per contig) into one set in `out_dir`; return its shards.json.
+
+    The shard files stay where they are: `out_dir/shards.json` lists them by relative path, in
+    the order of `parts`, so `ShardSet(out_dir)` numbers the documents part after part. Every part
+    must come from the same tokenizer.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    merged: dict | None = None
+    for part in map(Path, parts):
+        summary_path = part / SHARDS_JSON
+        if not summary_path.is_file():
+            raise InputError(f"no {SHARDS_JSON} here: not a finished `gbb shards` directory", part)
+        summary = json.loads(summary_path.read_text())
+        shards = [{**shard, "file": os.path.relpath(part / shard["file"], out)} for shard in summary["shards"]]
+        if merged is None:
+            merged = {**summary, "inputs": list(summary["inputs"]), "shards": shards}
+            continue
+        for key in ("format_version", "tokenizer_sha256", "vocab_size"):
+            if summary[key] != merged[key]:
+                raise InputError(f"{key} {summary[key]} differs from the first part's {merged[key]}: every part "
+                                 "must be tokenized alike", part)
+        merged["inputs"] += summary["inputs"]
+        merged["shards"] += shards
+    if merged is None:
+        raise InputError("give at least one shards directory to merge")
+    merged["counts"] = {key: sum(s[key] for s in merged["shards"]) for key in ("documents", "sentences", "tokens", "bp")}
+    with atomic_write(out / SHARDS_JSON) as handle:
+        json.dump(merged, handle, indent=2)
+        handle.write("\n")
+    return merged
+
+
 class TokenShard:
     """One shard: offsets in memory, token ids read by slice (or all loaded with `in_memory=True`).
 
