@@ -72,8 +72,8 @@ def write_feature_table(path: Path, n_features: int = N_FEATURES) -> Path:
     return path
 
 
-def write_bins(bed: Path, labels: Path, fasta: Path, n_bins: int, seed: int,
-               n_features: int = N_FEATURES, block: int = 65536) -> tuple[Path, Path]:
+def write_bins(bed: Path, labels: Path | None, fasta: Path, n_bins: int, seed: int,
+               n_features: int = N_FEATURES, block: int = 65536) -> tuple[Path, Path | None]:
     """`n_bins` disjoint 200 bp bins spread evenly over the genome, and their 0/1 labels (~5% positive) as .npy."""
     contigs = dict(zip(*_fai(fasta)))
     total = sum(length // BIN_SIZE for length in contigs.values())
@@ -88,6 +88,8 @@ def write_bins(bed: Path, labels: Path, fasta: Path, n_bins: int, seed: int,
             for first in range(0, len(mine), block):
                 starts = mine[first:first + block] * BIN_SIZE
                 handle.write("".join(f"{name}\t{s}\t{s + BIN_SIZE}\n" for s in starts.tolist()))
+    if labels is None:
+        return bed, None
     rng = np.random.default_rng(seed)
     matrix = np.lib.format.open_memmap(labels, mode="w+", dtype=np.uint8, shape=(n_bins, n_features))
     for first in range(0, n_bins, block):

@@ -345,6 +345,18 @@ class LabeledWindows:
         """The window of row `index`, 5'->3'."""
         return self._h5()["sequences"][int(index)].decode("ascii")
 
+    def sequences(self, rows: np.ndarray) -> list[str]:
+        """The windows of several rows in one read (~100x cheaper per row than `sequence` for a block)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if not len(rows):
+            return []
+        first, last = int(rows.min()), int(rows.max()) + 1
+        if last - first <= 4 * len(rows):  # a nearby span: one contiguous read
+            block = self._h5()["sequences"][first:last]
+            return [block[i - first].decode("ascii") for i in rows.tolist()]
+        unique, inverse = np.unique(rows, return_inverse=True)
+        return [s.decode("ascii") for s in self._h5()["sequences"][unique][inverse]]
+
     def labels(self, rows: np.ndarray | int | None = None) -> np.ndarray:
         """Labels (uint8) of one row, of several rows, or of all rows."""
         data = self._h5()["labels"]
@@ -411,19 +423,21 @@ class TokenizedWindows(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def input_ids(self, item: int) -> torch.Tensor:
-        """`[CLS] tokens [SEP]` of window `item` of this split (long, (length,)); its labels are not read."""
-        sequence = self.labeled.sequence(int(self.rows[item]))
-        if self.reverse_complement:
-            sequence = reverse_complement(sequence)
-        tokens = list(self.tokenizer.encode(sequence))
-        if self.max_length is not None:
-            tokens = middle_tokens(tokens, self.max_length - 2)
-        return torch.tensor([self.tokenizer.cls_id, *tokens, self.tokenizer.sep_id], dtype=torch.long)
+    def input_ids(self, items: Sequence[int]) -> list[torch.Tensor]:
+        """`[CLS] tokens [SEP]` (long, (length,)) of windows `items` of this split, read in one go; no labels."""
+        out = []
+        for sequence in self.labeled.sequences(self.rows[np.asarray(items, dtype=np.int64)]):
+            if self.reverse_complement:
+                sequence = reverse_complement(sequence)
+            tokens = list(self.tokenizer.encode(sequence))
+            if self.max_length is not None:
+                tokens = middle_tokens(tokens, self.max_length - 2)
+            out.append(torch.tensor([self.tokenizer.cls_id, *tokens, self.tokenizer.sep_id], dtype=torch.long))
+        return out
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor | int]:
         index = int(self.rows[item])
-        ids = self.input_ids(item)
+        (ids,) = self.input_ids([item])
         return {
             "input_ids": ids,                                        # (length,)
             "attention_mask": torch.ones(len(ids), dtype=torch.bool),  # True = real token

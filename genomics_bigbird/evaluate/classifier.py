@@ -82,22 +82,24 @@ class _TokenBlocks(torch.utils.data.Dataset):
         return -(-len(self.windows) // self.block)
 
     def __getitem__(self, item: int) -> list[tuple[int, torch.Tensor]]:
-        first = item * self.block
-        return [(p, self.windows.input_ids(p)) for p in range(first, min(first + self.block, len(self.windows)))]
+        positions = range(item * self.block, min((item + 1) * self.block, len(self.windows)))
+        return list(zip(positions, self.windows.input_ids(positions)))
 
 
 def tokenized_rows(windows: TokenizedWindows, workers: int = 0, block: int = TOKENIZE_BLOCK
                    ) -> Iterator[tuple[int, torch.Tensor]]:
     """`(position, input_ids)` of every window in order, tokenized here (`workers=0`) or by DataLoader workers.
 
-    Workers read and tokenize blocks of `block` windows ahead of the caller (a few blocks per
-    worker at most), and the DataLoader keeps their order, so the rows are the same for any count.
+    Windows are read `block` at a time (one HDF5 read each). Workers tokenize blocks ahead of the
+    caller (a few per worker at most) and the DataLoader keeps their order, so the rows are the
+    same for any count.
     """
+    blocks = _TokenBlocks(windows, block)
     if workers == 0:
-        yield from ((position, windows.input_ids(position)) for position in range(len(windows)))
+        for item in range(len(blocks)):
+            yield from blocks[item]
         return
-    loader = torch.utils.data.DataLoader(_TokenBlocks(windows, block), batch_size=None, num_workers=workers)
-    for rows in loader:
+    for rows in torch.utils.data.DataLoader(blocks, batch_size=None, num_workers=workers):
         yield from rows
 
 
@@ -136,10 +138,9 @@ def task_metrics(task: str, labels: np.ndarray, probabilities: np.ndarray, featu
     Multi-label results hold `per_feature`, `summary` (overall as `all`, and per group) and the
     features without positives (or negatives), which have no AUROC and are left out of summaries.
     """
-    labels = np.asarray(labels)
-    probabilities = np.asarray(probabilities, dtype=np.float64)
+    labels, probabilities = np.asarray(labels), np.asarray(probabilities)
     if task in BINARY_TASKS:
-        return binary_metrics(labels[:, 0], probabilities[:, 0], threshold)
+        return binary_metrics(labels[:, 0], probabilities[:, 0].astype(np.float64), threshold)
     report = multilabel_metrics(labels, probabilities, feature_names, feature_groups)
     out = report.as_dict()
     out["n"] = int(labels.shape[0])

@@ -1,0 +1,338 @@
+"""How time and memory of every data step grow with input size, extrapolated to GRCh37 and the DeepSEA bundle.
+
+    flock /work/cpu.lock python benchmarks/scale.py --out benchmarks/results   # ~35 min on 2 cores
+    python benchmarks/scale.py --quick --out /tmp/scale                        # seconds (the test suite)
+
+Inputs are generated at growing sizes in the real formats (benchmarks/scale_inputs.py): genomes of
+25, 100 and 300 Mbp (chr1 of the largest: 210 Mbp, chr1's size class), bins BEDs with 919-column
+label matrices, DeepSEA `train.mat` files in MATLAB v7.3 layout, bgzipped VCFs and a tiny
+random-weight chromatin model. Each step runs as `gbb` runs it, one fresh interpreter per command
+(`--quick`: forked from this one, so the test suite skips the imports), and is measured by
+benchmarks/scale_measure.py: wall time, throughput, and peak RSS of the process tree.
+
+Per step: growth exponents b (time ~ size^b, after subtracting the command's start-up, and peak
+RSS ~ size^b) from a log-log least-squares fit; "RSS at 10x" = 10^b_rss (acceptance: <= 1.5x,
+or a stated reason). Extrapolation to the step's target (GRCh37 at 10 corpus passes: 31 Gbp of
+documents; the DeepSEA bundle: 4.4M rows) multiplies the largest measured time by
+(target / largest)^max(1, b): a fitted b below 1 only reflects fixed costs, never a step that
+gets cheaper per item. This run makes 1 corpus pass (10 are extrapolated linearly: each pass is
+an independent walk over the genome). 16 cores: Amdahl's law with the parallel fraction p that
+the measured 2-worker speedup S2 implies (p = 2 (1 - 1/S2)); the corpus is also bounded by its
+largest contig (GRCh37's chr1 is 8% of the genome: at most 12.4x). Steps without `--workers`
+count as one core.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
+import scale_inputs as inputs  # noqa: E402  (a sibling script, also when run as `python benchmarks/scale.py`)
+from scale_measure import Measurement, measure  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+GRCH37_BP, GRCH37_CHR1_BP, PASSES = 3.1e9, 249.25e6, 10
+TARGETS = {  # step -> (what, size in the step's unit)
+    "corpus": ("GRCh37, 10 passes (31 Gbp)", GRCH37_BP * PASSES),
+    "tokenizer": ("GRCh37, 10 passes (31 Gbp)", GRCH37_BP * PASSES),
+    "shards": ("GRCh37, 10 passes (31 Gbp)", GRCH37_BP * PASSES),
+    "windows": ("4.4M windows (DeepSEA's bins)", 4.4e6),
+    "chromatin_bins": ("4.4M bins x 919 (DeepSEA size)", 4.4e6),
+    "chromatin_deepsea": ("DeepSEA train.mat, 4.4M rows", 4.4e6),
+    "evaluate": ("4.4M windows (DeepSEA size)", 4.4e6),
+    "score_variants": ("10M variants", 1e7),
+}
+UNITS = {"corpus": "bp", "tokenizer": "bp", "shards": "bp", "windows": "windows", "chromatin_bins": "bins",
+         "chromatin_deepsea": "rows", "evaluate": "windows", "score_variants": "variants"}
+MEMORY_REASONS = {  # steps whose output is itself held in memory
+    "evaluate": "holds the split's labels and predictions (windows x 919 x 3 strands, float32) for the "
+                "metrics and predictions.h5: the output itself",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    genome_mbp: tuple[float, ...]
+    largest_contig_fraction: float  # chr1 of the largest genome
+    vocab_size: int
+    tokenizer_sentences: int
+    windows: tuple[int, ...]
+    window_bp: int
+    bins: tuple[int, ...]
+    bin_width: int
+    deepsea_rows: tuple[int, ...]
+    evaluate_windows: tuple[int, ...]  # evaluated on the bins data sets of these sizes
+    variants: tuple[int, ...]
+    variant_width: int
+    workers_at: dict  # step -> the size at which 1 and 2 workers are compared
+    features: int = inputs.N_FEATURES
+
+
+FULL = Plan((25, 100, 300), 0.7, 4096, 20_000, (10_000, 100_000), 8000, (10_000, 100_000, 1_000_000), 1000,
+            (100_000, 1_000_000), (10_000, 100_000), (10_000, 100_000, 1_000_000), 200,
+            {"corpus": 100, "shards": 100, "chromatin_bins": 100_000, "chromatin_deepsea": 100_000,
+             "evaluate": 10_000, "score_variants": 100_000})
+QUICK = Plan((0.2, 0.6), 0.7, 300, 2000, (200, 800), 8000, (200, 800), 1000, (400, 2000), (200, 800),
+             (100, 400), 200, {"corpus": 0.6, "shards": 0.6, "chromatin_bins": 800, "chromatin_deepsea": 2000,
+                               "evaluate": 200, "score_variants": 400}, features=16)
+
+
+class Bench:
+    """Generates inputs in `work`, runs and measures the steps, and keeps every measurement."""
+
+    def __init__(self, plan: Plan, work: Path, in_process: bool, seed: int = 0):
+        self.plan, self.work, self.in_process, self.seed = plan, work, in_process, seed
+        self.runs: list[dict] = []
+        self.startup: dict[str, float] = {}
+        if in_process:  # import every pipeline once here, so that forked commands start at once
+            from pipelines import cli
+
+            for module, _ in cli.COMMANDS.values():
+                __import__(module)
+            import torch  # noqa: F401  (evaluate and score-variants import it inside run)
+
+    def run(self, step: str, size: float, argv: list[str], workers: int = 1) -> Measurement:
+        label = f"{step}_{size:g}_w{workers}"
+        result = measure([*argv, "--quiet"], self.work / f"{label}.log", self.in_process)
+        record = {"step": step, "size": size, "unit": UNITS[step], "workers": workers, **dataclasses.asdict(result)}
+        self.runs.append(record)
+        print(f"[scale] {label}: {result.wall_s:.1f} s, {result.peak_rss_mb:.0f} MB", file=sys.stderr, flush=True)
+        return result
+
+    def measure_startup(self, step: str, words: list[str]) -> None:
+        """Seconds `gbb WORDS --help` takes: the imports every run of the step pays before reading input."""
+        if self.in_process:
+            self.startup[step] = 0.0
+            return
+        self.startup[step] = min(measure([*words, "--help"], self.work / f"{step}_help.log").wall_s for _ in range(2))
+
+    def genome(self, mbp: float) -> Path:
+        path = self.work / f"genome_{mbp:g}.fa"
+        if not path.exists():
+            total = int(mbp * 1e6)
+            largest = int(total * self.plan.largest_contig_fraction) if mbp == max(self.plan.genome_mbp) else None
+            inputs.write_genome(path, inputs.contig_sizes(total, largest), self.seed)
+        return path
+
+
+def genome_steps(bench: Bench) -> None:
+    plan, work = bench.plan, bench.work
+    for step, words in (("corpus", ["corpus"]), ("tokenizer", ["tokenizer", "train"]), ("shards", ["shards"])):
+        bench.measure_startup(step, words)
+    for mbp in plan.genome_mbp:
+        fasta, size = bench.genome(mbp), mbp * 1e6
+        for workers in (1, 2) if plan.workers_at["corpus"] == mbp else (1,):
+            shutil.rmtree(work / f"corpus_{mbp:g}", ignore_errors=True)
+            bench.run("corpus", size, ["corpus", "--fasta", str(fasta), "--out", str(work / f"corpus_{mbp:g}"),
+                                       "--passes", "1", "--threads", str(workers), "--workers", str(workers)], workers)
+        bench.run("tokenizer", size, ["tokenizer", "train", "--corpus", str(work / f"corpus_{mbp:g}"), "--out",
+                                      str(work / f"tok_{mbp:g}" / "bpe"), "--vocab-size", str(plan.vocab_size),
+                                      "--input-sentence-size", str(plan.tokenizer_sentences), "--threads", "1"])
+        for workers in (1, 2) if plan.workers_at["shards"] == mbp else (1,):
+            out = work / f"shards_{mbp:g}_w{workers}"
+            bench.run("shards", size, ["shards", "--corpus", str(work / f"corpus_{mbp:g}"), "--tokenizer",
+                                       str(work / f"tok_{mbp:g}" / "bpe.model"), "--out", str(out),
+                                       "--threads", str(workers), "--workers", str(workers)], workers)
+            shutil.rmtree(out)
+        if mbp != min(plan.genome_mbp):
+            shutil.rmtree(work / f"corpus_{mbp:g}")
+
+
+def window_steps(bench: Bench) -> None:
+    plan, work = bench.plan, bench.work
+    fasta = bench.genome(max(plan.genome_mbp))
+    bench.measure_startup("windows", ["windows"])
+    for n in plan.windows:
+        bed = work / f"windows_{n}.bed"
+        inputs.write_bins(bed, None, fasta, n, bench.seed)
+        bench.run("windows", n, ["windows", "--fasta", str(fasta), "--bed", str(bed), "--out",
+                                 str(work / f"windows_{n}.h5"), "--width", str(plan.window_bp), "--threads", "1"])
+        (work / f"windows_{n}.h5").unlink()
+    features = inputs.write_feature_table(work / "features.tsv", plan.features)
+    bench.measure_startup("chromatin_bins", ["chromatin", "prepare"])
+    for n in plan.bins:
+        bed, labels = inputs.write_bins(work / f"bins_{n}.bed", work / f"labels_{n}.npy", fasta, n, bench.seed,
+                                        plan.features)
+        for workers in (1, 2) if plan.workers_at["chromatin_bins"] == n else (1,):
+            bench.run("chromatin_bins", n, [
+                "chromatin", "prepare", "--bins", str(bed), "--labels", str(labels), "--features", str(features),
+                "--fasta", str(fasta), "--width", str(plan.bin_width), "--out", str(work / f"bins_{n}_w{workers}"),
+                "--threads", str(workers), "--workers", str(workers)], workers)
+        labels.unlink()
+    bench.startup["chromatin_deepsea"] = bench.startup["chromatin_bins"]
+    for rows in plan.deepsea_rows:
+        bundle = inputs.write_deepsea_bundle(work / f"deepsea_{rows}", rows, bench.seed)  # always 919 labels
+        for workers in (1, 2) if plan.workers_at["chromatin_deepsea"] == rows else (1,):
+            out = work / f"deepsea_{rows}_w{workers}"
+            bench.run("chromatin_deepsea", rows, ["chromatin", "prepare", "--deepsea-dir", str(bundle), "--out",
+                                                  str(out), "--threads", str(workers), "--workers", str(workers)],
+                      workers)
+            shutil.rmtree(out)
+        shutil.rmtree(bundle)
+
+
+def accepts_workers(words: tuple[str, ...]) -> bool:
+    """Whether `gbb WORDS` has a --workers option (score-variants gains it in a parallel change)."""
+    from pipelines import cli
+
+    parser = argparse.ArgumentParser()
+    __import__(cli.COMMANDS[words][0], fromlist=["add_arguments"]).add_arguments(parser, words)
+    return any("--workers" in action.option_strings for action in parser._actions)
+
+
+def model_steps(bench: Bench) -> dict:
+    plan, work = bench.plan, bench.work
+    tokenizer = work / f"tok_{min(plan.genome_mbp):g}" / "bpe.model"
+    checkpoint = inputs.write_tiny_classifier(work / "model", tokenizer, bench.seed, plan.features)
+    bench.measure_startup("evaluate", ["evaluate"])
+    for n in plan.evaluate_windows:
+        for workers in (0, 1) if plan.workers_at["evaluate"] == n else (0,):
+            out = work / f"evaluate_{n}_w{workers}"
+            bench.run("evaluate", n, [
+                "evaluate", "--checkpoint", str(checkpoint), "--data", str(work / f"bins_{n}_w1" / "chromatin.h5"),
+                "--tokenizer", str(tokenizer), "--split", "train", "--out", str(out), "--device", "cpu",
+                "--batch-size", "64", "--max-length", "64", "--threads", "1", "--workers", str(workers)], workers + 1)
+            shutil.rmtree(out)
+    fasta = bench.genome(min(plan.genome_mbp))
+    bench.measure_startup("score_variants", ["score-variants"])
+    has_workers = accepts_workers(("score-variants",))
+    for n in plan.variants:
+        vcf = inputs.write_vcf(work / f"variants_{n}.vcf.gz", fasta, n, bench.seed)
+        compare = has_workers and plan.workers_at["score_variants"] == n
+        for workers in (1, 2) if compare else (1,):
+            out = work / f"scores_{n}_w{workers}.tsv"
+            parallel = ["--threads", str(workers)] + (["--workers", str(workers)] if has_workers else [])
+            bench.run("score_variants", n, [
+                "score-variants", "--vcf", str(vcf), "--fasta", str(fasta), "--checkpoint", str(checkpoint),
+                "--tokenizer", str(tokenizer), "--width", str(plan.variant_width), "--out", str(out),
+                "--batch-size", "64", "--device", "cpu", *parallel], workers)
+            out.unlink()
+    return {"score_variants_has_workers": has_workers}
+
+
+def exponent(sizes: list[float], values: list[float]) -> float:
+    """b of values ~ sizes^b, least squares in log-log."""
+    return float(np.polyfit(np.log(sizes), np.log(np.maximum(values, 1e-9)), 1)[0])
+
+
+def cores16_speedup(step: str, speedup2: float | None) -> float:
+    """Amdahl's law at 16 workers from the 2-worker speedup (corpus: also at most genome / largest contig)."""
+    if speedup2 is None:
+        return 1.0
+    parallel = min(1.0, max(0.0, 2 * (1 - 1 / speedup2)))
+    speedup = 1 / ((1 - parallel) + parallel / 16)
+    return min(speedup, GRCH37_BP / GRCH37_CHR1_BP) if step == "corpus" else speedup
+
+
+def summarize(step: str, runs: list[dict], startup: float) -> dict:
+    """Growth exponents, RSS at 10x, throughput and the extrapolations of one step's runs."""
+    series = sorted((r for r in runs if r["step"] == step and r["workers"] == 1), key=lambda r: r["size"])
+    sizes = [r["size"] for r in series]
+    net = [max(r["wall_s"] - startup, 1e-3) for r in series]
+    rss = [r["peak_rss_mb"] for r in series]
+    b_time, b_rss = exponent(sizes, net), exponent(sizes, rss)
+    compared = {r["workers"]: r for r in runs if r["step"] == step
+                and any(o["step"] == step and o["size"] == r["size"] and o["workers"] != 1 for o in runs)}
+    speedup2 = compared[1]["wall_s"] / compared[2]["wall_s"] if {1, 2} <= set(compared) else None
+    what, target = TARGETS[step]
+    one_core = net[-1] * (target / sizes[-1]) ** max(1.0, b_time) + startup
+    rss_10x = 10 ** b_rss
+    return {
+        "step": step, "unit": UNITS[step], "sizes": sizes, "wall_s": [r["wall_s"] for r in series],
+        "startup_s": round(startup, 2), "peak_rss_mb": rss,
+        "max_process_rss_mb": [r["max_process_rss_mb"] for r in series],
+        "time_exponent": round(b_time, 3), "rss_exponent": round(b_rss, 3),
+        "throughput_per_s": round(sizes[-1] / net[-1], 1),
+        "rss_ratio_10x": round(rss_10x, 3), "rss_ratio_measured": round(rss[-1] / rss[0], 3),
+        "size_ratio": round(sizes[-1] / sizes[0], 2), "rss_growth_mb": round(rss[-1] - rss[0], 1),
+        "bounded_memory": rss_10x <= 1.5, "memory_reason": MEMORY_REASONS.get(step),
+        "target": what, "target_size": target,
+        "extrapolated_rss_mb": round(rss[-1] * (target / sizes[-1]) ** max(0.0, b_rss), 1),
+        "speedup_2_workers": None if speedup2 is None else round(speedup2, 3),
+        "extrapolated_s": {"1_core": round(one_core, 1),
+                           "16_cores": round(one_core / cores16_speedup(step, speedup2), 1)},
+    }
+
+
+def duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def table(steps: list[dict]) -> str:
+    """The README's markdown table."""
+    lines = ["| step | sizes | time exp. | throughput (largest, 1 core) | peak RSS smallest -> largest | RSS exp. "
+             "| RSS at 10x | 2 vs 1 workers | target | 1 core | 16 cores |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for s in steps:
+        sizes = ", ".join(f"{x / 1e6:g}M" if x >= 1e6 else f"{x / 1e3:g}k" if x >= 1e3 else f"{x:g}"
+                          for x in s["sizes"])
+        memory = f"{s['rss_ratio_10x']:.2f}x" + ("" if s["bounded_memory"] else
+                                                  " (output in memory)" if s["memory_reason"] else " **unbounded**")
+        speedup = "-" if s["speedup_2_workers"] is None else f"{s['speedup_2_workers']:.2f}x"
+        lines.append(
+            f"| {s['step']} | {sizes} {s['unit']} | {s['time_exponent']:.2f} | {s['throughput_per_s']:,.0f} {s['unit']}/s "
+            f"| {s['peak_rss_mb'][0]:,.0f} -> {s['peak_rss_mb'][-1]:,.0f} MB | {s['rss_exponent']:.3f} | {memory} "
+            f"| {speedup} | {s['target']} | {duration(s['extrapolated_s']['1_core'])} "
+            f"| {duration(s['extrapolated_s']['16_cores'])} |")
+    return "\n".join(lines)
+
+
+def environment() -> dict:
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
+            "load_average_at_start": os.getloadavg(), "commit": commit or None,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, commands forked from this process")
+    parser.add_argument("--out", type=Path, required=True, help="writes scale.json and scale.md here")
+    parser.add_argument("--work", type=Path, help="inputs and outputs (default: a temporary directory, removed)")
+    parser.add_argument("--subprocess", action="store_true", help="with --quick: fresh interpreters, as the full run")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    work = args.work or Path(tempfile.mkdtemp(prefix="gbb_scale_"))
+    work.mkdir(parents=True, exist_ok=True)
+    bench = Bench(plan, work, in_process=args.quick and not args.subprocess)
+    started = time.perf_counter()
+    env = environment()
+    try:
+        genome_steps(bench)
+        window_steps(bench)
+        extra = model_steps(bench)
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+    steps = [summarize(step, bench.runs, bench.startup[step]) for step in TARGETS]
+    report = {"benchmark": "scale", "mode": "quick" if args.quick else "full",
+              "command": "python benchmarks/scale.py " + " ".join(sys.argv[1:] if argv is None else argv),
+              **env, "in_process": bench.in_process, "plan": dataclasses.asdict(plan),
+              "corpus_passes_measured": 1, "corpus_passes_extrapolated": PASSES, **extra,
+              "seconds": round(time.perf_counter() - started, 1), "steps": steps, "runs": bench.runs}
+    args.out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(report, indent=2)
+    (args.out / "scale.json").write_text(text + "\n")
+    (args.out / "scale.md").write_text(table(steps) + "\n")
+    print(table(steps), file=sys.stderr)
+    print(text)
+    return report
+
+
+if __name__ == "__main__":
+    main()
