@@ -5,8 +5,9 @@ all its descendants (found through /proc/PID/task/TID/children) every SAMPLE_S s
 what a machine must hold while worker processes run side by side, which
 `resource.getrusage(RUSAGE_CHILDREN)` cannot give (its `ru_maxrss` is the largest single
 process). The sum counts pages that forked workers share with their parent once per process, so
-it is an upper bound. Sampling can miss a spike shorter than SAMPLE_S, so the exact kernel
-high-water mark of the largest single process (`os.wait4`'s `ru_maxrss`) is recorded beside it.
+it is an upper bound. Sampling can miss a spike shorter than SAMPLE_S, so the kernel's own
+high-water mark (`os.wait4`'s `ru_maxrss`, per process, never missed) is recorded beside it and
+the reported peak is the larger of the two.
 
 The command runs as `python -m pipelines.cli ARGV` (a fresh interpreter, as a user runs it), or,
 with `in_process=True`, in a forked copy of this interpreter calling `pipelines.cli.main(ARGV)`:
@@ -29,7 +30,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 @dataclass
 class Measurement:
-    """One command: wall time, sampled peak RSS of its process tree, the largest process's exact peak."""
+    """One command: wall time, peak RSS of its process tree (sampled sum), the kernel's per-process high-water mark."""
 
     wall_s: float
     peak_rss_mb: float
@@ -110,26 +111,34 @@ def _fork_cli(argv: list[str], log: Path) -> int:
 
 def measure(argv: list[str], log: Path, in_process: bool = False) -> Measurement:
     """Run `gbb ARGV` (stdout and stderr to `log`) and measure it; a failure is a RuntimeError with the log's tail."""
+    if not in_process:
+        return measure_command([sys.executable, "-m", "pipelines.cli", *argv], log)
     start = time.perf_counter()
-    if in_process:
-        pid = _fork_cli(argv, log)
-    else:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-        with open(log, "w") as handle:
-            process = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *argv], stdout=handle,
-                                       stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        pid = process.pid
+    return _wait(_fork_cli(argv, log), start, log, " ".join(argv))
+
+
+def measure_command(command: list[str], log: Path) -> Measurement:
+    """Run any command (the project on PYTHONPATH, stdout and stderr to `log`) and measure it."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    start = time.perf_counter()
+    with open(log, "w") as handle:
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    try:
+        return _wait(process.pid, start, log, " ".join(command))
+    finally:
+        process.returncode = process.returncode if process.returncode is not None else 0  # reaped by wait4
+
+
+def _wait(pid: int, start: float, log: Path, what: str) -> Measurement:
     sampler = TreeSampler(pid)
     sampler.start()
-    _, status, usage = os.wait4(pid, 0)
+    _, status, usage = os.wait4(pid, 0)  # its rusage: the kernel's high-water mark over the tree's processes
     wall = time.perf_counter() - start
     sampler.stop()
     returncode = os.waitstatus_to_exitcode(status)
-    if not in_process:
-        process.returncode = returncode  # reaped here by wait4, for its rusage
     if returncode != 0:
         tail = log.read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"gbb {' '.join(argv)} exited {returncode}:\n{tail}")
+        raise RuntimeError(f"{what} exited {returncode}:\n{tail}")
     max_process = usage.ru_maxrss * 1024  # KiB on Linux
     return Measurement(round(wall, 3), round(max(sampler.peak_bytes, max_process) / 2**20, 1),
                        round(max_process / 2**20, 1), sampler.max_processes, returncode)
