@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import os
 import platform
@@ -98,9 +99,8 @@ class Bench:
         if in_process:  # import every pipeline once here, so that forked commands start at once
             from pipelines import cli
 
-            for module, _ in cli.COMMANDS.values():
-                __import__(module)
-            import torch  # noqa: F401  (evaluate and score-variants import it inside run)
+            for module in [module for module, _ in cli.COMMANDS.values()] + ["torch"]:  # torch: imported in run()
+                importlib.import_module(module)
 
     def run(self, step: str, size: float, argv: list[str], workers: int = 1) -> Measurement:
         label = f"{step}_{size:g}_w{workers}"
@@ -187,7 +187,7 @@ def accepts_workers(words: tuple[str, ...]) -> bool:
     from pipelines import cli
 
     parser = argparse.ArgumentParser()
-    __import__(cli.COMMANDS[words][0], fromlist=["add_arguments"]).add_arguments(parser, words)
+    importlib.import_module(cli.COMMANDS[words][0]).add_arguments(parser, words)
     return any("--workers" in action.option_strings for action in parser._actions)
 
 
@@ -239,7 +239,7 @@ def summarize(step: str, runs: list[dict], startup: float) -> dict:
     """Growth exponents, RSS at 10x, throughput and the extrapolations of one step's runs."""
     series = sorted((r for r in runs if r["step"] == step and r["workers"] == 1), key=lambda r: r["size"])
     sizes = [r["size"] for r in series]
-    net = [max(r["wall_s"] - startup, 1e-3) for r in series]
+    net = [max(r["wall_s"] - startup, 0.05 * r["wall_s"]) for r in series]  # floor: tiny (--quick) runs
     rss = [r["peak_rss_mb"] for r in series]
     b_time, b_rss = exponent(sizes, net), exponent(sizes, rss)
     compared = {r["workers"]: r for r in runs if r["step"] == step

@@ -24,7 +24,8 @@ from genomics_bigbird.genome.intervals import BedRecord, read_bed, read_narrowpe
 from genomics_bigbird.genome.reference import ReferenceGenome, contig_key
 from genomics_bigbird.genome.windows import extract_windows
 from genomics_bigbird.data.label_matrix import BLOCK_ROWS, LabelMatrix
-from genomics_bigbird.data.labeled import EncodedRows, LabeledWriter, encode_rows
+from genomics_bigbird.data.labeled import LabeledWriter
+from genomics_bigbird.data.labeled_rows import EncodedRows, encode_rows
 from genomics_bigbird.parallel import ordered_map
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,8 @@ import h5py
 import numpy as np
 import scipy.io
 
-from genomics_bigbird.data.labeled import EncodedRows, LabeledWriter, binary, encode_rows
+from genomics_bigbird.data.labeled import LabeledWriter
+from genomics_bigbird.data.labeled_rows import EncodedRows, binary, encode_rows
 from genomics_bigbird.errors import InputError
 from genomics_bigbird.parallel import ordered_map
 

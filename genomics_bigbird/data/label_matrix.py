@@ -16,7 +16,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from genomics_bigbird.data.labeled import binary
+from genomics_bigbird.data.labeled_rows import binary
 from genomics_bigbird.errors import InputError
 
 BLOCK_ROWS = 4096  # 3.8 MB of uint8 labels at 919 features

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from genomics_bigbird.data.labeled import LabeledWindows, LabeledWriter, TokenizedWindows, collate_windows, encode_rows
+from genomics_bigbird.data.labeled import LabeledWindows, LabeledWriter, TokenizedWindows, collate_windows
+from genomics_bigbird.data.labeled_rows import encode_rows
 from genomics_bigbird.errors import InputError
 from genomics_bigbird.genome import reverse_complement
 from genomics_bigbird.tokenizer import DNATokenizer
