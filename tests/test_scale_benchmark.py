@@ -40,6 +40,7 @@ def test_exponents_and_the_16_core_rule():
     assert cores16_speedup("windows", None) == 1.0
 
 
+@pytest.mark.slow  # ~20 s: 20 forked gbb commands on tiny generated inputs
 def test_quick_run_measures_every_step_at_two_sizes_and_extrapolates(tmp_path):
     done = subprocess.run([sys.executable, "benchmarks/scale.py", "--quick", "--out", str(tmp_path)], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
