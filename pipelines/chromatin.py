@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from genomics_bigbird.data.chromatin import (
-    BIN_SIZE, ChromatinSplit, candidate_bins, count_bins, peak_files, peak_labels, read_bins, read_feature_table,
-    read_peaks_dir, write_bin_windows)
+    BIN_SIZE, ChromatinSplit, bins_with_labels, count_bins, read_feature_table, write_labeled_bins)
 from genomics_bigbird.data.label_matrix import LabelMatrix
+from genomics_bigbird.data.peaks import PeakIndex, peak_files
 from genomics_bigbird.data.deepsea import (
     DEEPSEA_FEATURES, DEEPSEA_WINDOW, DeepSEASplit, deepsea_feature_groups, deepsea_split_paths, write_deepsea)
 from genomics_bigbird.data.labeled import LabeledWriter
@@ -105,39 +105,26 @@ def main(config: ChromatinPrepareConfig, *, out: Path, deepsea_dir: Path | None 
     genome = ReferenceGenome(fasta)
     names, groups = list(table["name"]), list(table["group"])
     inputs = [Path(features), Path(fasta)]
-    if labels is not None:  # streamed: checked here in one pass, read again while writing
+    # Bins and labels stream while writing; here they are only checked (and counted).
+    if labels is not None:
         n_bins = count_bins(bins, genome)
         label_matrix = LabelMatrix(labels, n_bins, names)
-        bin_records = read_bed(bins)
+        blocks = bins_with_labels(read_bed(bins), label_matrix)
         inputs += [Path(bins), Path(labels)]
         source = f"bins {Path(bins).name} + labels {Path(labels).name}"
-    else:  # peaks: the bins and their label matrix are built in memory
+    else:
         files = peak_files(peaks_dir, table)
-        peaks = read_peaks_dir(peaks_dir, table)
+        index = PeakIndex.read(files, genome)
         inputs += list(files.values())
-        for name, records in peaks.items():
-            for record in records:
-                try:
-                    genome.resolve(record.chrom)
-                except InputError as err:
-                    raise InputError(err.message, files[name], record.line) from None
         if bins is not None:
-            bin_records = read_bins(bins)
+            n_bins = count_bins(bins, genome)
+            blocks = index.labeled_blocks(read_bed(bins), config.min_peak_fraction)
             inputs.append(Path(bins))
-            label_matrix = peak_labels(bin_records, peaks, names, config.min_peak_fraction)
-        else:
-            bin_records = candidate_bins(peaks, genome, config.bin_size)
-            label_matrix = peak_labels(bin_records, peaks, names, config.min_peak_fraction)
-            keep = label_matrix.any(axis=1)
-            bin_records = [b for b, k in zip(bin_records, keep) if k]
-            label_matrix = label_matrix[keep]
+        else:  # genome tiles touching a peak, kept when positive for at least one feature
+            n_bins = index.count_candidate_bins(genome, config.bin_size)
+            blocks = index.labeled_blocks(index.candidate_bins(genome, config.bin_size), config.min_peak_fraction,
+                                          positive_only=True)
         source = f"peaks {Path(peaks_dir).name}"
-        for record in bin_records:
-            try:
-                genome.resolve(record.chrom)
-            except InputError as err:
-                raise InputError(err.message, bins, record.line) from None
-        n_bins = len(bin_records)
 
     with Job("chromatin_prepare", out, inputs=inputs, config=to_dict(config), quiet=quiet) as job:
         job.log.info("%d bins x %d features (%s) from %s; %d bp windows from %s; %d worker process%s", n_bins,
@@ -150,8 +137,8 @@ def main(config: ChromatinPrepareConfig, *, out: Path, deepsea_dir: Path | None 
             with LabeledWriter(out / "chromatin.h5", window=config.width, feature_names=names,
                                feature_groups=groups, task="chromatin", source=source, inputs=inputs,
                                config=to_dict(config), rows_per_block=config.chunk_size) as writer:
-                report = write_bin_windows(writer, genome, bin_records, label_matrix, split, config.width,
-                                           progress=bar.update, workers=workers)
+                report = write_labeled_bins(writer, genome, blocks, split, config.width, progress=bar.update,
+                                            workers=workers)
                 summary = writer.summary()
         finally:
             bar.close()
@@ -159,7 +146,8 @@ def main(config: ChromatinPrepareConfig, *, out: Path, deepsea_dir: Path | None 
         save_config(config, out / "config.yaml")
         job.outputs.update({
             "dataset": str(out / "chromatin.h5"), "source": source, "window": config.width,
-            "n_bins": n_bins, "n_features": len(names), "rows_per_split": summary["rows_per_split"],
+            "n_bins": report.rows + sum(report.excluded.values()),  # peaks without --bins: the positive tiles
+            "n_features": len(names), "rows_per_split": summary["rows_per_split"],
             "excluded_bins": report.excluded, "padded_bases": report.padded_bases,
             "padded_windows": report.padded_windows,
             "positives_per_feature": summary["positives_per_feature"]})

@@ -1,8 +1,9 @@
 """Chromatin-profile data sets (BigBird F.3): 200 bp bins with binary labels, widened to W bp windows.
 
-Sources: (a) the DeepSEA bundle (see `deepsea.py`); (b) a bins BED with a label matrix; (c) labels
-made from one narrowPeak file per feature: a bin is positive for a feature when at least half of
-it lies in that feature's peaks (their union). Splits follow DeepSEA: test contigs (chr8, chr9),
+Sources: (a) the DeepSEA bundle (see `deepsea.py`); (b) a bins BED with a label matrix
+(`label_matrix.py`); (c) labels made from one narrowPeak file per feature (`peaks.py`): a bin is
+positive for a feature when at least half of it lies in that feature's peaks (their union).
+Bins, labels and windows stream a block at a time (`write_labeled_bins`). Splits follow DeepSEA: test contigs (chr8, chr9),
 a validation region (chr7:30,508,751-35,296,850), other autosomes train; chrX, chrY and chrM are
 left out by default and counted.
 """
@@ -14,13 +15,13 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
 
 from genomics_bigbird.errors import InputError
-from genomics_bigbird.genome.intervals import BedRecord, read_bed, read_narrowpeak
+from genomics_bigbird.genome.intervals import BedRecord, read_bed
 from genomics_bigbird.genome.reference import ReferenceGenome, contig_key
 from genomics_bigbird.genome.windows import extract_windows
 from genomics_bigbird.data.label_matrix import BLOCK_ROWS, LabelMatrix
@@ -70,105 +71,6 @@ def read_feature_table(path: str | os.PathLike) -> pd.DataFrame:
     if duplicated:
         raise InputError(f"feature names must be unique; repeated: {duplicated[:5]}", path)
     return table.reset_index(drop=True)
-
-
-# ---------------------------------------------------------------- peak overlap (source c)
-
-def merge_intervals(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Union of half-open intervals as sorted, disjoint (starts, ends)."""
-    order = np.argsort(starts, kind="stable")
-    starts, ends = np.asarray(starts)[order], np.asarray(ends)[order]
-    if not len(starts):
-        return starts.astype(np.int64), ends.astype(np.int64)
-    running_end = np.maximum.accumulate(ends)
-    # A new merged interval begins where a start lies beyond every earlier end.
-    begins = np.r_[True, starts[1:] > running_end[:-1]]
-    group = np.cumsum(begins) - 1
-    merged_starts = starts[begins]
-    merged_ends = np.zeros(len(merged_starts), dtype=np.int64)
-    np.maximum.at(merged_ends, group, ends)
-    return merged_starts.astype(np.int64), merged_ends
-
-
-def covered_bases(bin_starts: np.ndarray, bin_ends: np.ndarray,
-                  peak_starts: np.ndarray, peak_ends: np.ndarray) -> np.ndarray:
-    """Bases of each bin [start, end) covered by the union of the peaks, by a sorted sweep (binary search)."""
-    starts, ends = merge_intervals(peak_starts, peak_ends)
-    cumulative = np.r_[0, np.cumsum(ends - starts)]
-
-    def covered_before(x: np.ndarray) -> np.ndarray:
-        # Peaks ending at or before x count fully; the next one (if it started) partially.
-        j = np.searchsorted(ends, x, side="right")
-        partial = np.where(j < len(starts), np.maximum(0, x - starts[np.minimum(j, len(starts) - 1)]), 0) \
-            if len(starts) else np.zeros_like(x)
-        return cumulative[j] + partial
-
-    bin_starts, bin_ends = np.asarray(bin_starts, dtype=np.int64), np.asarray(bin_ends, dtype=np.int64)
-    return covered_before(bin_ends) - covered_before(bin_starts)
-
-
-def peak_labels(bins: Sequence[BedRecord], peaks: Mapping[str, Iterable[BedRecord]],
-                feature_names: Sequence[str], min_fraction: float = 0.5) -> np.ndarray:
-    """Labels (bins x features): 1 where >= `min_fraction` of the bin lies in that feature's peaks."""
-    chroms = np.array([contig_key(b.chrom) for b in bins], dtype=object)
-    rows_of = {chrom: np.flatnonzero(chroms == chrom) for chrom in dict.fromkeys(chroms)}  # once, not per feature
-    bin_starts = np.array([b.start for b in bins], dtype=np.int64)
-    bin_ends = np.array([b.end for b in bins], dtype=np.int64)
-    lengths = bin_ends - bin_starts
-    labels = np.zeros((len(bins), len(feature_names)), dtype=np.uint8)
-    for column, feature in enumerate(feature_names):
-        by_chrom: dict[str, list[tuple[int, int]]] = {}
-        for peak in peaks.get(feature, ()):
-            by_chrom.setdefault(contig_key(peak.chrom), []).append((peak.start, peak.end))
-        for chrom, intervals in by_chrom.items():
-            rows = rows_of.get(chrom)
-            if rows is None:
-                continue
-            peak_array = np.array(intervals, dtype=np.int64)
-            covered = covered_bases(bin_starts[rows], bin_ends[rows], peak_array[:, 0], peak_array[:, 1])
-            labels[rows, column] = covered >= min_fraction * lengths[rows]
-    return labels
-
-
-def peak_files(directory: str | os.PathLike, features: pd.DataFrame) -> dict[str, Path]:
-    """The peak file of each feature: the table's `file` column, else `<dir>/<name>.narrowPeak[.gz]`."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise InputError("peaks directory not found", directory)
-    files = {}
-    for row in features.itertuples():
-        given = getattr(row, "file", "") or ""
-        candidates = [directory / given] if given else [directory / f"{row.name}.narrowPeak",
-                                                         directory / f"{row.name}.narrowPeak.gz"]
-        path = next((p for p in candidates if p.is_file()), None)
-        if path is None:
-            raise InputError(f"no peak file for feature {row.name!r} (looked for "
-                             f"{', '.join(p.name for p in candidates)})", directory)
-        files[row.name] = path
-    return files
-
-
-def read_peaks_dir(directory: str | os.PathLike, features: pd.DataFrame) -> dict[str, list[BedRecord]]:
-    """Read every feature's narrowPeak file (see `peak_files`)."""
-    return {name: list(read_narrowpeak(path)) for name, path in peak_files(directory, features).items()}
-
-
-def candidate_bins(peaks: Mapping[str, Iterable[BedRecord]], genome: ReferenceGenome,
-                   bin_size: int = BIN_SIZE) -> list[BedRecord]:
-    """Genome-tiled bins ([k*bin_size, (k+1)*bin_size)) touching any peak, sorted by contig and start."""
-    touched: dict[str, set[int]] = {}
-    for records in peaks.values():
-        for peak in records:
-            name = genome.resolve(peak.chrom)
-            last = min(peak.end, genome.contigs[name])
-            touched.setdefault(name, set()).update(range(peak.start // bin_size, -(-last // bin_size)))
-    bins = []
-    for name in genome.contigs:
-        for k in sorted(touched.get(name, ())):
-            end = min((k + 1) * bin_size, genome.contigs[name])
-            if end - k * bin_size == bin_size:  # a partial bin at the contig end has no 200 bp label
-                bins.append(BedRecord(name, k * bin_size, end, f"{name}:{k * bin_size}-{end}"))
-    return bins
 
 
 # ---------------------------------------------------------------- splits
@@ -239,41 +141,44 @@ class BinWindowEncoder:
     n_features: int
 
     def __call__(self, task: tuple[list[BedRecord], np.ndarray, list[str], int]) -> tuple[EncodedRows, int, int, int]:
-        """(encoded rows, padded bases, padded windows, bins consumed) of (kept bins, their labels, splits, bins)."""
-        records, labels, splits, consumed = task
+        """(encoded rows, padded bases, padded windows, bins read) of (kept bins, their labels, splits, bins read)."""
+        records, labels, splits, read = task
         windows = list(extract_windows(self.genome, records, anchor="center", width=self.width))
         encoded = encode_rows([w.sequence for w in windows], labels, splits, window=self.width,
                               n_features=self.n_features, chrom=[w.chrom for w in windows],
                               start=[w.start for w in windows], end=[w.end for w in windows],
                               strand=["+"] * len(windows), name=[w.name for w in windows])
         padded = [w.n_padded for w in windows]
-        return encoded, sum(padded), sum(p > 0 for p in padded), consumed
+        return encoded, sum(padded), sum(p > 0 for p in padded), read
 
 
-def _label_blocks(labels: np.ndarray | LabelMatrix, rows: int) -> Iterator[np.ndarray]:
-    if isinstance(labels, LabelMatrix):
-        yield from labels.blocks()
-        return
-    for first in range(0, len(labels), rows):
-        yield np.asarray(labels[first:first + rows])
+def bins_with_labels(bins: Iterable[BedRecord], labels: np.ndarray | LabelMatrix
+                     ) -> Iterator[tuple[list[BedRecord], np.ndarray, int]]:
+    """(bins, their label rows, bins read) a block at a time, from a bins iterable and its label matrix."""
+    blocks = labels.blocks() if isinstance(labels, LabelMatrix) else (
+        np.asarray(labels[first:first + BLOCK_ROWS]) for first in range(0, len(labels), BLOCK_ROWS))
+    bin_iter, read = iter(bins), 0
+    for block in blocks:
+        chunk = list(itertools.islice(bin_iter, len(block)))
+        read += len(chunk)
+        if len(chunk) != len(block):
+            raise ValueError(f"fewer bins ({read}) than label rows")
+        yield chunk, block, len(chunk)
+    if next(bin_iter, None) is not None:
+        raise ValueError("more bins than label rows")
 
 
-def _bin_tasks(bins: Iterable[BedRecord], labels: np.ndarray | LabelMatrix, split: ChromatinSplit,
-               block_rows: int, report: BinWindowsReport) -> Iterator[tuple[list[BedRecord], np.ndarray, list[str], int]]:
-    """Blocks of exactly `block_rows` kept bins (the last may be shorter) with their labels and splits.
+def _bin_tasks(blocks: Iterable[tuple[list[BedRecord], np.ndarray, int]], split: ChromatinSplit, block_rows: int,
+               report: BinWindowsReport) -> Iterator[tuple[list[BedRecord], np.ndarray, list[str], int]]:
+    """Tasks of exactly `block_rows` kept bins (the last may be shorter) with their labels, splits and bins read.
 
-    Bins on excluded contigs are counted in `report` and dropped here; each task also says how
-    many input bins it consumed, for progress.
+    Bins on excluded contigs are counted in `report` and dropped here.
     """
     records: list[BedRecord] = []
     label_rows: list[np.ndarray] = []
     splits: list[str] = []
-    consumed = 0
-    bin_iter = iter(bins)
-    for block in _label_blocks(labels, BLOCK_ROWS):
-        chunk = list(itertools.islice(bin_iter, len(block)))
-        if len(chunk) != len(block):
-            raise ValueError(f"fewer bins than label rows ({consumed + len(chunk)} bins)")
+    read = 0
+    for chunk, labels, chunk_read in blocks:
         keep = []
         for offset, record in enumerate(chunk):
             assigned = split.assign(record.chrom, record.start, record.end)
@@ -283,41 +188,47 @@ def _bin_tasks(bins: Iterable[BedRecord], labels: np.ndarray | LabelMatrix, spli
                 keep.append(offset)
                 records.append(record)
                 splits.append(assigned)
-        label_rows.append(block[keep])
-        consumed += len(chunk)
+        label_rows.append(labels[keep])
+        read += chunk_read
         while len(records) >= block_rows:
             kept = np.concatenate(label_rows)
-            yield records[:block_rows], kept[:block_rows], splits[:block_rows], consumed
-            records, splits, label_rows, consumed = records[block_rows:], splits[block_rows:], [kept[block_rows:]], 0
-    if next(bin_iter, None) is not None:
-        raise ValueError("more bins than label rows")
-    if records or consumed:
-        yield records, np.concatenate(label_rows), splits, consumed
+            yield records[:block_rows], kept[:block_rows], splits[:block_rows], read
+            records, splits, label_rows, read = records[block_rows:], splits[block_rows:], [kept[block_rows:]], 0
+    if records or read:
+        yield records, np.concatenate(label_rows), splits, read
 
 
-def write_bin_windows(writer: LabeledWriter, genome: ReferenceGenome, bins: Iterable[BedRecord],
-                      labels: np.ndarray | LabelMatrix, split: ChromatinSplit, width: int, *,
-                      progress: Callable[[int], None] | None = None, workers: int = 1) -> BinWindowsReport:
+def write_labeled_bins(writer: LabeledWriter, genome: ReferenceGenome,
+                       blocks: Iterable[tuple[list[BedRecord], np.ndarray, int]], split: ChromatinSplit, width: int,
+                       *, progress: Callable[[int], None] | None = None, workers: int = 1) -> BinWindowsReport:
     """Append the width-W windows centered on each bin, with the bin's labels and split, to `writer`.
 
-    Streams: bins are read and labels (`LabelMatrix`, or an array) taken in blocks, so memory
-    holds a few blocks whatever the number of bins. `workers` processes extract and compress
-    blocks of windows; this one writes them in bin order, so the file is the same for any count.
-    `progress(n)` is called with the bins each written block consumed.
+    `blocks` yields (bins, their labels, bins read) a block at a time (`bins_with_labels`,
+    `PeakIndex.labeled_blocks`), so memory holds a few blocks whatever the number of bins.
+    `workers` processes extract and compress blocks of windows; this one writes them in bin
+    order, so the file is the same for any count. `progress(n)` gets the bins each block read.
     """
     report = BinWindowsReport()
     encoder = BinWindowEncoder(genome, width, writer.n_features)
-    tasks = _bin_tasks(bins, labels, split, writer.block_rows, report)
-    for encoded, padded_bases, padded_windows, consumed in ordered_map(encoder, tasks, workers):
+    for encoded, padded_bases, padded_windows, read in ordered_map(
+            encoder, _bin_tasks(blocks, split, writer.block_rows, report), workers):
         writer.append_encoded(encoded)
         report.rows += encoded.n
         report.padded_bases += padded_bases
         report.padded_windows += padded_windows
         if progress is not None:
-            progress(consumed)
+            progress(read)
     if report.excluded:
         log.info("left out %d bins on excluded contigs %s", sum(report.excluded.values()), report.excluded)
     return report
+
+
+def write_bin_windows(writer: LabeledWriter, genome: ReferenceGenome, bins: Iterable[BedRecord],
+                      labels: np.ndarray | LabelMatrix, split: ChromatinSplit, width: int, *,
+                      progress: Callable[[int], None] | None = None, workers: int = 1) -> BinWindowsReport:
+    """`write_labeled_bins` of bins (streamed) and their label matrix (`LabelMatrix`, or an array)."""
+    return write_labeled_bins(writer, genome, bins_with_labels(bins, labels), split, width, progress=progress,
+                              workers=workers)
 
 
 def read_bins(path: str | os.PathLike) -> list[BedRecord]:

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 from genomics_bigbird.data.chromatin import (
-    ChromatinSplit, covered_bases, merge_intervals, parse_region, peak_labels, read_bins, read_feature_table,
-    read_peaks_dir, write_bin_windows)
+    ChromatinSplit, parse_region, read_bins, read_feature_table, write_bin_windows)
 from genomics_bigbird.data.label_matrix import LabelMatrix, read_label_matrix
+from genomics_bigbird.data.peaks import covered_bases, merge_intervals, peak_labels, read_peaks_dir
 from genomics_bigbird.data.labeled import LabeledWindows, LabeledWriter
 from genomics_bigbird.errors import InputError
 from genomics_bigbird.genome import ReferenceGenome
