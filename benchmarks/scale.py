@@ -191,18 +191,24 @@ def accepts_workers(words: tuple[str, ...]) -> bool:
     return any("--workers" in action.option_strings for action in parser._actions)
 
 
+def loader_workers(cores: int) -> list[str]:
+    """Options of evaluate / score-variants on `cores` cores: 1, all in one process; 2, two DataLoader
+    workers tokenizing while the main process runs the (tiny) model with one thread."""
+    return ["--threads", "1", "--workers", "0" if cores == 1 else str(cores)]
+
+
 def model_steps(bench: Bench) -> dict:
     plan, work = bench.plan, bench.work
     tokenizer = work / f"tok_{min(plan.genome_mbp):g}" / "bpe.model"
     checkpoint = inputs.write_tiny_classifier(work / "model", tokenizer, bench.seed, plan.features)
     bench.measure_startup("evaluate", ["evaluate"])
     for n in plan.evaluate_windows:
-        for workers in (0, 1) if plan.workers_at["evaluate"] == n else (0,):
-            out = work / f"evaluate_{n}_w{workers}"
+        for cores in (1, 2) if plan.workers_at["evaluate"] == n else (1,):
+            out = work / f"evaluate_{n}_w{cores}"
             bench.run("evaluate", n, [
                 "evaluate", "--checkpoint", str(checkpoint), "--data", str(work / f"bins_{n}_w1" / "chromatin.h5"),
                 "--tokenizer", str(tokenizer), "--split", "train", "--out", str(out), "--device", "cpu",
-                "--batch-size", "64", "--max-length", "64", "--threads", "1", "--workers", str(workers)], workers + 1)
+                "--batch-size", "64", "--max-length", "64", *loader_workers(cores)], cores)
             shutil.rmtree(out)
     fasta = bench.genome(min(plan.genome_mbp))
     bench.measure_startup("score_variants", ["score-variants"])
@@ -210,13 +216,13 @@ def model_steps(bench: Bench) -> dict:
     for n in plan.variants:
         vcf = inputs.write_vcf(work / f"variants_{n}.vcf.gz", fasta, n, bench.seed)
         compare = has_workers and plan.workers_at["score_variants"] == n
-        for workers in (1, 2) if compare else (1,):
-            out = work / f"scores_{n}_w{workers}.tsv"
-            parallel = ["--threads", str(workers)] + (["--workers", str(workers)] if has_workers else [])
+        for cores in (1, 2) if compare else (1,):
+            out = work / f"scores_{n}_w{cores}.tsv"
+            parallel = loader_workers(cores) if has_workers else ["--threads", "1"]
             bench.run("score_variants", n, [
                 "score-variants", "--vcf", str(vcf), "--fasta", str(fasta), "--checkpoint", str(checkpoint),
                 "--tokenizer", str(tokenizer), "--width", str(plan.variant_width), "--out", str(out),
-                "--batch-size", "64", "--device", "cpu", *parallel], workers)
+                "--batch-size", "64", "--device", "cpu", *parallel], cores)
             out.unlink()
     return {"score_variants_has_workers": has_workers}
 
