@@ -1,13 +1,14 @@
 """Wall time and peak memory of one `gbb` command and every process it starts.
 
-Peak RSS of the process tree is sampled: a thread sums the resident set of the command and of
-all its descendants (found through /proc/PID/task/TID/children) every SAMPLE_S seconds. A sum is
-what a machine must hold while worker processes run side by side, which
-`resource.getrusage(RUSAGE_CHILDREN)` cannot give (its `ru_maxrss` is the largest single
-process). The sum counts pages that forked workers share with their parent once per process, so
-it is an upper bound. Sampling can miss a spike shorter than SAMPLE_S, so the kernel's own
-high-water mark (`os.wait4`'s `ru_maxrss`, per process, never missed) is recorded beside it and
-the reported peak is the larger of the two.
+Peak RSS of the process tree is sampled: a thread sums the resident set (VmRSS) of the command
+and of all its descendants (found through /proc/PID/task/TID/children) every SAMPLE_S seconds.
+A sum is what a machine must hold while worker processes run side by side, which
+`resource.getrusage(RUSAGE_CHILDREN)` cannot give: its `ru_maxrss` is per process, and on Linux
+a forked child starts from its parent's high-water mark, so after this script once held a 1 GB
+input every later command would report 1 GB. The sum counts pages that forked workers share with
+their parent once per process, so it is an upper bound. Sampling can miss a spike shorter than
+SAMPLE_S, so each process's own kernel high-water mark since its exec (VmHWM) is read at every
+sample too; the reported peak is the larger of the summed RSS and the largest VmHWM.
 
 The command runs as `python -m pipelines.cli ARGV` (a fresh interpreter, as a user runs it), or,
 with `in_process=True`, in a forked copy of this interpreter calling `pipelines.cli.main(ARGV)`:
@@ -25,12 +26,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_S = 0.02
-PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 @dataclass
 class Measurement:
-    """One command: wall time, peak RSS of its process tree (sampled sum), the kernel's per-process high-water mark."""
+    """One command: wall time, peak RSS of its process tree (sampled sum), the largest process's high-water mark."""
 
     wall_s: float
     peak_rss_mb: float
@@ -50,12 +50,19 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _rss_bytes(pid: int) -> int:
+def _memory_kib(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of a process in KiB; (0, 0) once it has exited."""
+    rss = hwm = 0
     try:
-        with open(f"/proc/{pid}/statm") as handle:
-            return int(handle.read().split()[1]) * PAGE
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1])
+                elif line.startswith("VmHWM:"):
+                    hwm = int(line.split()[1])
     except (OSError, ValueError, IndexError):
-        return 0
+        pass
+    return rss, hwm
 
 
 class TreeSampler(threading.Thread):
@@ -64,7 +71,8 @@ class TreeSampler(threading.Thread):
     def __init__(self, pid: int):
         super().__init__(daemon=True)
         self.pid = pid
-        self.peak_bytes = 0
+        self.peak_kib = 0          # summed VmRSS of the tree
+        self.max_process_kib = 0   # largest VmHWM of one process
         self.max_processes = 0
         self._stop_event = threading.Event()
 
@@ -75,7 +83,9 @@ class TreeSampler(threading.Thread):
                 pid = frontier.pop()
                 tree.append(pid)
                 frontier += _children(pid)
-            self.peak_bytes = max(self.peak_bytes, sum(map(_rss_bytes, tree)))
+            memory = [_memory_kib(pid) for pid in tree]
+            self.peak_kib = max(self.peak_kib, sum(rss for rss, _ in memory))
+            self.max_process_kib = max([self.max_process_kib] + [hwm for _, hwm in memory])
             self.max_processes = max(self.max_processes, len(tree))
             self._stop_event.wait(SAMPLE_S)
 
@@ -126,19 +136,18 @@ def measure_command(command: list[str], log: Path) -> Measurement:
     try:
         return _wait(process.pid, start, log, " ".join(command))
     finally:
-        process.returncode = process.returncode if process.returncode is not None else 0  # reaped by wait4
+        process.returncode = process.returncode if process.returncode is not None else 0  # reaped by waitpid
 
 
 def _wait(pid: int, start: float, log: Path, what: str) -> Measurement:
     sampler = TreeSampler(pid)
     sampler.start()
-    _, status, usage = os.wait4(pid, 0)  # its rusage: the kernel's high-water mark over the tree's processes
+    _, status = os.waitpid(pid, 0)
     wall = time.perf_counter() - start
     sampler.stop()
     returncode = os.waitstatus_to_exitcode(status)
     if returncode != 0:
         tail = log.read_text(errors="replace")[-2000:]
         raise RuntimeError(f"{what} exited {returncode}:\n{tail}")
-    max_process = usage.ru_maxrss * 1024  # KiB on Linux
-    return Measurement(round(wall, 3), round(max(sampler.peak_bytes, max_process) / 2**20, 1),
-                       round(max_process / 2**20, 1), sampler.max_processes, returncode)
+    return Measurement(round(wall, 3), round(max(sampler.peak_kib, sampler.max_process_kib) / 1024, 1),
+                       round(sampler.max_process_kib / 1024, 1), sampler.max_processes, returncode)

@@ -26,8 +26,8 @@ child.wait()
 def test_peak_memory_is_the_sum_over_the_process_tree(tmp_path):
     result = measure_command([sys.executable, "-c", PARENT_AND_CHILD], tmp_path / "log")
     assert result.max_processes == 2
-    assert result.max_process_rss_mb > 150               # the kernel's high-water mark (wait4)
-    assert result.peak_rss_mb > 250                      # parent and child at once (sampled)
+    assert 150 < result.max_process_rss_mb < 240         # the largest process alone (its VmHWM)
+    assert result.peak_rss_mb > 250                      # parent and child at once (sampled sum)
 
 
 def test_exponents_and_the_16_core_rule():
