@@ -250,7 +250,10 @@ def summarize(step: str, runs: list[dict], startup: float) -> dict:
     b_time, b_rss = exponent(sizes, net), exponent(sizes, rss)
     compared = {r["workers"]: r for r in runs if r["step"] == step
                 and any(o["step"] == step and o["size"] == r["size"] and o["workers"] != 1 for o in runs)}
-    speedup2 = compared[1]["wall_s"] / compared[2]["wall_s"] if {1, 2} <= set(compared) else None
+    speedup2 = speedup2_wall = None
+    if {1, 2} <= set(compared):  # the work itself (start-up subtracted), and the whole command
+        speedup2 = (compared[1]["wall_s"] - startup) / max(compared[2]["wall_s"] - startup, 1e-3)
+        speedup2_wall = compared[1]["wall_s"] / compared[2]["wall_s"]
     what, target = TARGETS[step]
     one_core = net[-1] * (target / sizes[-1]) ** max(1.0, b_time) + startup
     rss_10x = 10 ** b_rss
@@ -266,6 +269,7 @@ def summarize(step: str, runs: list[dict], startup: float) -> dict:
         "target": what, "target_size": target,
         "extrapolated_rss_mb": round(rss[-1] * (target / sizes[-1]) ** max(0.0, b_rss), 1),
         "speedup_2_workers": None if speedup2 is None else round(speedup2, 3),
+        "speedup_2_workers_wall": None if speedup2_wall is None else round(speedup2_wall, 3),
         "extrapolated_s": {"1_core": round(one_core, 1),
                            "16_cores": round(one_core / cores16_speedup(step, speedup2), 1)},
     }
@@ -289,7 +293,8 @@ def table(steps: list[dict]) -> str:
                           for x in s["sizes"])
         memory = f"{s['rss_ratio_10x']:.2f}x" + ("" if s["bounded_memory"] else
                                                   " (output in memory)" if s["memory_reason"] else " **unbounded**")
-        speedup = "-" if s["speedup_2_workers"] is None else f"{s['speedup_2_workers']:.2f}x"
+        speedup = "-" if s["speedup_2_workers"] is None else (
+            f"{s['speedup_2_workers']:.2f}x ({s['speedup_2_workers_wall']:.2f}x wall)")
         lines.append(
             f"| {s['step']} | {sizes} {s['unit']} | {s['time_exponent']:.2f} | {s['throughput_per_s']:,.0f} {s['unit']}/s "
             f"| {s['peak_rss_mb'][0]:,.0f} -> {s['peak_rss_mb'][-1]:,.0f} MB | {s['rss_exponent']:.3f} | {memory} "
@@ -305,13 +310,35 @@ def environment() -> dict:
             "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
+def write_report(report: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(report, indent=2)
+    (out / "scale.json").write_text(text + "\n")
+    (out / "scale.md").write_text(table(report["steps"]) + "\n")
+    print(table(report["steps"]), file=sys.stderr)
+    print(text)
+
+
+def resummarize(path: Path, out: Path) -> dict:
+    """The steps and table of a recorded run, recomputed from its runs (e.g. after changing `summarize`)."""
+    report = json.loads(path.read_text())
+    startup = {s["step"]: s["startup_s"] for s in report["steps"]}
+    report["steps"] = [summarize(step, report["runs"], startup[step]) for step in TARGETS]
+    write_report(report, out)
+    return report
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, commands forked from this process")
     parser.add_argument("--out", type=Path, required=True, help="writes scale.json and scale.md here")
     parser.add_argument("--work", type=Path, help="inputs and outputs (default: a temporary directory, removed)")
     parser.add_argument("--subprocess", action="store_true", help="with --quick: fresh interpreters, as the full run")
+    parser.add_argument("--summarize", type=Path, metavar="JSON",
+                        help="no measuring: recompute the steps and the table from a run's scale.json")
     args = parser.parse_args(argv)
+    if args.summarize:
+        return resummarize(args.summarize, args.out)
     plan = QUICK if args.quick else FULL
     work = args.work or Path(tempfile.mkdtemp(prefix="gbb_scale_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -331,12 +358,7 @@ def main(argv: list[str] | None = None) -> dict:
               **env, "in_process": bench.in_process, "plan": dataclasses.asdict(plan),
               "corpus_passes_measured": 1, "corpus_passes_extrapolated": PASSES, **extra,
               "seconds": round(time.perf_counter() - started, 1), "steps": steps, "runs": bench.runs}
-    args.out.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(report, indent=2)
-    (args.out / "scale.json").write_text(text + "\n")
-    (args.out / "scale.md").write_text(table(steps) + "\n")
-    print(table(steps), file=sys.stderr)
-    print(text)
+    write_report(report, args.out)
     return report
 
 
