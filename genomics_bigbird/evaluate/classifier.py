@@ -81,13 +81,18 @@ class _TokenBlocks(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return -(-len(self.windows) // self.block)
 
-    def __getitem__(self, item: int) -> list[tuple[int, torch.Tensor]]:
+    def __getitem__(self, item: int) -> list[tuple[int, np.ndarray]]:
         positions = range(item * self.block, min((item + 1) * self.block, len(self.windows)))
-        return list(zip(positions, self.windows.input_ids(positions)))
+        # numpy, not tensors: a worker would hand each tensor over in its own shared-memory segment
+        return [(p, ids.numpy()) for p, ids in zip(positions, self.windows.input_ids(positions))]
+
+
+def _unchanged(item):
+    return item
 
 
 def tokenized_rows(windows: TokenizedWindows, workers: int = 0, block: int = TOKENIZE_BLOCK
-                   ) -> Iterator[tuple[int, torch.Tensor]]:
+                   ) -> Iterator[tuple[int, np.ndarray]]:
     """`(position, input_ids)` of every window in order, tokenized here (`workers=0`) or by DataLoader workers.
 
     Windows are read `block` at a time (one HDF5 read each). Workers tokenize blocks ahead of the
@@ -99,7 +104,8 @@ def tokenized_rows(windows: TokenizedWindows, workers: int = 0, block: int = TOK
         for item in range(len(blocks)):
             yield from blocks[item]
         return
-    for rows in torch.utils.data.DataLoader(blocks, batch_size=None, num_workers=workers):
+    for rows in torch.utils.data.DataLoader(blocks, batch_size=None, num_workers=workers, collate_fn=_unchanged,
+                                            prefetch_factor=4):
         yield from rows
 
 
