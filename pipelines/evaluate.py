@@ -153,8 +153,8 @@ def write_predictions(out_dir: Path, task: str, labeled, split: str, rows: np.nd
         f.create_dataset("features/group", data=np.array(labeled.feature_groups, dtype=object), dtype=text)
         for model, strands in predictions.items():
             for strand, values in strands.items():
-                f.create_dataset(f"predictions/{model}/{strand}", data=np.asarray(values, dtype=np.float32), compression="gzip",
-                                 shuffle=True)
+                f.create_dataset(f"predictions/{model}/{strand}", data=np.asarray(values, dtype=np.float32),
+                                 compression="gzip", shuffle=True)
     written.append(out_dir / "predictions.h5")
     if task == "promoter":
         table = records[["chrom", "start", "end", "name", "strand"]].copy()
