@@ -59,6 +59,10 @@ def test_corpus_tokenizer_shards_end_to_end(fasta, tmp_path, capsys):
     (["corpus", "--fasta", "{fasta}", "--out", "{tmp}/c", "--passes", "0"], "--passes must be >= 1"),
     (["tokenizer", "train", "--corpus", "{tmp}", "--out", "{tmp}/t"], "no corpus files"),
     (["shards", "--corpus", "{tmp}", "--tokenizer", "{tmp}/none.model", "--out", "{tmp}/s"], "no corpus files"),
+    (["shards", "--out", "{tmp}/s"], "--corpus and --tokenizer required (or --merge"),
+    (["corpus", "--fasta", "{fasta}", "--out", "{tmp}/c", "--workers", "0"], "--workers must be at least 1"),
+    (["corpus", "--merge", "{tmp}", "--out", "{tmp}/c"], "no counts.json here: not a finished `gbb corpus`"),
+    (["shards", "--merge", "{tmp}", "--out", "{tmp}/s"], "no shards.json here: not a finished `gbb shards`"),
 ])
 def test_bad_inputs_exit_2_with_one_line(fasta, tmp_path, capsys, argv, message):
     argv = [a.format(tmp=tmp_path, fasta=fasta) for a in argv]
