@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from scale import cores16_speedup, exponent  # noqa: E402
+from scale import cores16_speedup, exponent, linear_fit  # noqa: E402
 from scale_measure import measure_command  # noqa: E402
 
 PARENT_AND_CHILD = """
@@ -34,6 +34,8 @@ def test_exponents_and_the_16_core_rule():
     sizes = [1e3, 1e4, 1e5]
     assert exponent(sizes, [2 * s for s in sizes]) == pytest.approx(1.0)
     assert exponent(sizes, [300.0, 300.0, 300.0]) == pytest.approx(0.0, abs=1e-9)
+    assert linear_fit(sizes, [3 + s / 500 for s in sizes]) == pytest.approx((3.0, 1 / 500))  # 3 s + 500 units/s
+    assert linear_fit([1e3, 1e4], [0.5, 20.0])[0] == 0.0  # a negative intercept is no fixed cost
     assert cores16_speedup("shards", 2.0) == pytest.approx(16.0)  # all parallel
     assert cores16_speedup("shards", 1.0) == pytest.approx(1.0)   # nothing parallel
     assert cores16_speedup("corpus", 2.0) == pytest.approx(3.1e9 / 249.25e6)  # at most genome / chr1
