@@ -20,6 +20,10 @@ class InputError(Exception):
             where += ": "
         return where + self.message
 
+    def __reduce__(self):
+        # Raised in a worker process and re-raised in the parent: keep the file and line.
+        return type(self), (self.message, self.path, self.line)
+
 
 class TrainingError(Exception):
     """Training cannot continue (NaN loss, wrong tokenizer for a checkpoint); message names the fix."""

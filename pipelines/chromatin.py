@@ -19,6 +19,7 @@ from pathlib import Path
 from genomics_bigbird.errors import InputError
 from pipelines.config import load_config, save_config, to_dict
 from pipelines.job import Job
+from pipelines.workers import add_workers_argument, plan_workers
 
 
 @dataclass
@@ -31,7 +32,7 @@ class ChromatinPrepareConfig:
     exclude_contigs: list[str] = field(default_factory=lambda: ["chrX", "chrY", "chrM"])
     min_peak_fraction: float = 0.5
     bin_size: int = 200  # genomics_bigbird.data.chromatin.BIN_SIZE (not imported here: it needs pandas)
-    chunk_size: int = 4096
+    chunk_size: int = 4096  # windows per block: one worker task, and the unit of memory
 
 
 # The fields each source uses; the manifest, config.yaml and the data set record only these.
@@ -70,6 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: tuple[str, ...]) -> 
                         "(default chrX,chrY,chrM)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or console log")
+    add_workers_argument(parser, "blocks of windows")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,18 +91,21 @@ def run(args: argparse.Namespace) -> int:
             overrides.append(f"{key}=[{','.join(value.replace(',', ' ').split())}]")
     config = load_config(ChromatinPrepareConfig, args.config, overrides)
     main(config, out=args.out, deepsea_dir=args.deepsea_dir, bins=args.bins, labels=args.labels,
-         peaks_dir=args.peaks_dir, features=args.features, fasta=args.fasta, quiet=args.quiet)
+         peaks_dir=args.peaks_dir, features=args.features, fasta=args.fasta, quiet=args.quiet,
+         workers=plan_workers(args.workers, args.threads).workers)
     return 0
 
 
 def main(config: ChromatinPrepareConfig, *, out: Path, deepsea_dir: Path | None = None, bins: Path | None = None,
          labels: Path | None = None, peaks_dir: Path | None = None, features: Path | None = None,
-         fasta: Path | None = None, quiet: bool = False) -> dict:
-    """Build `out/chromatin.h5` from one source; return the job's outputs."""
+         fasta: Path | None = None, quiet: bool = False, workers: int = 1) -> dict:
+    """Build `out/chromatin.h5` from one source (`workers` processes make its blocks); return the job's outputs."""
     from genomics_bigbird.data.chromatin import (
-        ChromatinSplit, candidate_bins, peak_files, peak_labels, read_bins, read_feature_table, read_label_matrix,
-        read_peaks_dir, write_bin_windows)
+        ChromatinSplit, bins_with_labels, count_bins, read_feature_table, write_labeled_bins)
+    from genomics_bigbird.data.label_matrix import LabelMatrix
     from genomics_bigbird.data.labeled import LabeledWriter
+    from genomics_bigbird.data.peaks import PeakIndex, peak_files
+    from genomics_bigbird.genome.intervals import read_bed
     from genomics_bigbird.genome.reference import ReferenceGenome
 
     out = Path(out)
@@ -110,7 +115,7 @@ def main(config: ChromatinPrepareConfig, *, out: Path, deepsea_dir: Path | None 
         if fasta is not None or bins is not None:
             raise InputError("a FASTA or bins BED cannot be used with --deepsea-dir: the bundle holds its own "
                              "windows and split")
-        return _deepsea(config, out, Path(deepsea_dir), features, quiet)
+        return _deepsea(config, out, Path(deepsea_dir), features, quiet, workers)
     if features is None or fasta is None:
         raise InputError("--labels and --peaks-dir need --features and --fasta")
     if labels is not None and bins is None:
@@ -124,51 +129,41 @@ def main(config: ChromatinPrepareConfig, *, out: Path, deepsea_dir: Path | None 
     genome = ReferenceGenome(fasta)
     names, groups = list(table["name"]), list(table["group"])
     inputs = [Path(features), Path(fasta)]
+    # Bins and labels stream while writing; here they are only checked (and counted).
     if labels is not None:
-        bin_records = read_bins(bins)
-        label_matrix = read_label_matrix(labels, len(bin_records), names)
+        n_bins = count_bins(bins, genome)
+        label_matrix = LabelMatrix(labels, n_bins, names)
+        blocks = bins_with_labels(read_bed(bins), label_matrix)
         inputs += [Path(bins), Path(labels)]
         source = f"bins {Path(bins).name} + labels {Path(labels).name}"
     else:
         files = peak_files(peaks_dir, table)
-        peaks = read_peaks_dir(peaks_dir, table)
+        index = PeakIndex.read(files, genome)
         inputs += list(files.values())
-        for name, records in peaks.items():
-            for record in records:
-                try:
-                    genome.resolve(record.chrom)
-                except InputError as err:
-                    raise InputError(err.message, files[name], record.line) from None
         if bins is not None:
-            bin_records = read_bins(bins)
+            n_bins = count_bins(bins, genome)
+            blocks = index.labeled_blocks(read_bed(bins), config.min_peak_fraction)
             inputs.append(Path(bins))
-            label_matrix = peak_labels(bin_records, peaks, names, config.min_peak_fraction)
-        else:
-            bin_records = candidate_bins(peaks, genome, config.bin_size)
-            label_matrix = peak_labels(bin_records, peaks, names, config.min_peak_fraction)
-            keep = label_matrix.any(axis=1)
-            bin_records = [b for b, k in zip(bin_records, keep) if k]
-            label_matrix = label_matrix[keep]
+        else:  # genome tiles touching a peak, kept when positive for at least one feature
+            n_bins = index.count_candidate_bins(genome, config.bin_size)
+            blocks = index.labeled_blocks(index.candidate_bins(genome, config.bin_size), config.min_peak_fraction,
+                                          positive_only=True)
         source = f"peaks {Path(peaks_dir).name}"
     settings = applied(config, "bins" if labels is not None else "peaks" if bins is not None else "peak tiles")
-    for record in bin_records:
-        try:
-            genome.resolve(record.chrom)
-        except InputError as err:
-            raise InputError(err.message, bins, record.line) from None
 
     with Job("chromatin_prepare", out, inputs=inputs, config=settings, quiet=quiet) as job:
-        job.log.info("%d bins x %d features (%s) from %s; %d bp windows from %s", len(bin_records), len(names),
-                     {g: groups.count(g) for g in dict.fromkeys(groups)}, source, config.width, fasta)
+        job.log.info("%d bins x %d features (%s) from %s; %d bp windows from %s; %d worker process%s", n_bins,
+                     len(names), {g: groups.count(g) for g in dict.fromkeys(groups)}, source, config.width, fasta,
+                     workers, "es" if workers > 1 else "")
         job.log.info("split: test %s, valid bins centered in %s, left out %s, other contigs train",
                      ",".join(config.test_contigs), config.valid_region, ",".join(config.exclude_contigs))
-        bar = job.progress(total=len(bin_records), desc="bins", unit="bin")
+        bar = job.progress(total=n_bins, desc="bins", unit="bin")
         try:
             with LabeledWriter(out / "chromatin.h5", window=config.width, feature_names=names,
                                feature_groups=groups, task="chromatin", source=source, inputs=inputs,
-                               config=settings) as writer:
-                report = write_bin_windows(writer, genome, bin_records, label_matrix, split, config.width,
-                                           chunk_size=config.chunk_size, progress=bar.update)
+                               config=settings, rows_per_block=config.chunk_size) as writer:
+                report = write_labeled_bins(writer, genome, blocks, split, config.width, progress=bar.update,
+                                            workers=workers)
                 summary = writer.summary()
         finally:
             bar.close()
@@ -176,7 +171,8 @@ def main(config: ChromatinPrepareConfig, *, out: Path, deepsea_dir: Path | None 
         save_config(settings, out / "config.yaml")
         job.outputs.update({
             "dataset": str(out / "chromatin.h5"), "source": source, "window": config.width,
-            "n_bins": len(bin_records), "n_features": len(names), "rows_per_split": summary["rows_per_split"],
+            "n_bins": report.rows + sum(report.excluded.values()),  # peaks without --bins: the positive tiles
+            "n_features": len(names), "rows_per_split": summary["rows_per_split"],
             "excluded_bins": report.excluded, "padded_bases": report.padded_bases,
             "padded_windows": report.padded_windows,
             "positives_per_feature": summary["positives_per_feature"]})
@@ -187,7 +183,7 @@ def main(config: ChromatinPrepareConfig, *, out: Path, deepsea_dir: Path | None 
 
 
 def _deepsea(config: ChromatinPrepareConfig, out: Path, directory: Path, features: Path | None,
-             quiet: bool) -> dict:
+             quiet: bool, workers: int) -> dict:
     """Source (a): decode the DeepSEA bundle's forward halves at 1000 bp."""
     from genomics_bigbird.data.chromatin import read_feature_table
     from genomics_bigbird.data.deepsea import (
@@ -217,8 +213,8 @@ def _deepsea(config: ChromatinPrepareConfig, out: Path, directory: Path, feature
         try:
             with LabeledWriter(out / "chromatin.h5", window=DEEPSEA_WINDOW, feature_names=names,
                                feature_groups=groups, task="chromatin", source="deepsea", inputs=inputs,
-                               config=settings) as writer:
-                report = write_deepsea(writer, paths, chunk_size=config.chunk_size, progress=bar.update)
+                               config=settings, rows_per_block=config.chunk_size) as writer:
+                report = write_deepsea(writer, paths, progress=bar.update, workers=workers)
                 summary = writer.summary()
         finally:
             bar.close()

@@ -4,7 +4,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYER_RANK = {"genome": 0, "tokenizer": 1, "data": 2, "train": 3, "evaluate": 3, "score": 3}
-SHARED = {"errors", "atomic", "manifest", "lazy"}  # project-wide helpers below every layer (not model)
+SHARED = {"errors", "atomic", "manifest", "lazy", "parallel"}  # project-wide helpers below every layer (not model)
 
 
 def imported_modules(path: Path):

@@ -26,6 +26,7 @@ from pipelines.config import load_config
 SNAKEFILE = Path(__file__).resolve().parents[1] / "workflows" / "Snakefile"
 CHAIN = ["corpus", "tokenizer", "shards", "pretrain", "promoter_prepare", "chromatin_prepare",
          "finetune", "evaluate", "score_variants", "all"]
+PENDING = "<TBD>"  # how a dry run shows inputs that a checkpoint decides (the FASTA's contigs)
 
 
 def snakemake_dry_run(workdir: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -56,14 +57,15 @@ def test_default_config_fetches_then_runs_the_chain(tmp_path):
     jobs, commands = dry_run(tmp_path)
     fetched = ["fetch_hg19", "fetch_epdnew_hs", "fetch_hg38ToHg19_chain", "fetch_deepsea_bundle",
                "fetch_clinvar_grch37"]
-    assert jobs == {**{r: 1 for r in fetched + ["prepare_fasta", "unpack_deepsea", "verify_data"] + CHAIN},
-                    "finetune": 2, "evaluate": 2}
+    # The per-contig corpus and shards jobs are planned once contig_list has read the downloaded FASTA.
+    assert jobs == {**{r: 1 for r in fetched + ["prepare_fasta", "unpack_deepsea", "verify_data", "contig_list"]
+                       + CHAIN}, "finetune": 2, "evaluate": 2}
     assert "gbb data fetch hg19 --dest data --quiet > runs/workflow/logs/fetch_hg19.log 2>&1" in commands
-    assert any(c.startswith("gbb corpus --fasta data/hg19/hg19.fa --out runs/workflow/corpus") for c in commands)
+    assert any(c.startswith("gbb corpus --merge <TBD> --out runs/workflow/corpus") for c in commands)
     # The base configs, the downloads' file names and the non-gbb steps (gunzip, tar) in between.
     steps = check_workflow(planned_jobs(dry_run_lines(tmp_path)), tmp_path)
     assert Counter(s.words for s in steps if s.words) == EXPECTED_COMMANDS + Counter(
-        {("data", "fetch"): len(fetched), ("data", "verify"): 1})
+        {("data", "fetch"): len(fetched), ("data", "verify"): 1, ("corpus",): -2, ("shards",): -2})
 
 
 def placeholder_config(tmp_path: Path, **changes) -> Path:
@@ -84,10 +86,17 @@ def placeholder_config(tmp_path: Path, **changes) -> Path:
 def test_own_inputs_skip_downloads_and_wire_every_step(tmp_path):
     config = placeholder_config(tmp_path)
     jobs, commands = dry_run(tmp_path, "--configfile", str(config))
-    assert jobs == {**{r: 1 for r in CHAIN}, "finetune": 2, "evaluate": 2}
+    assert jobs == {**{r: 1 for r in CHAIN}, "finetune": 2, "evaluate": 2, "corpus_contig": 2, "shards_contig": 2}
     fasta = tmp_path / "inputs" / "toy.fa"
-    assert (f"gbb corpus --fasta {fasta} --out out/corpus --passes 1 --contigs chr21 chr22 --seed 0 "
+    for contig in ("chr21", "chr22"):  # one job per contig of corpus.contigs, then a gather job
+        assert (f"gbb corpus --fasta {fasta} --contigs {contig} --out out/corpus/contigs/{contig} --passes 1 --seed 0 "
+                f"--threads 1 > out/logs/corpus/{contig}.log 2>&1") in commands
+        assert (f"gbb shards --corpus out/corpus/contigs/{contig} --tokenizer out/tokenizer/dna_bpe.model "
+                f"--out out/shards/contigs/{contig} --threads 1 > out/logs/shards/{contig}.log 2>&1") in commands
+    assert ("gbb corpus --merge out/corpus/contigs/chr21 out/corpus/contigs/chr22 --out out/corpus "
             "> out/logs/corpus.log 2>&1") in commands
+    assert ("gbb shards --merge out/shards/contigs/chr21 out/shards/contigs/chr22 --out out/shards "
+            "> out/logs/shards.log 2>&1") in commands
     score = next(c for c in commands if c.startswith("gbb score-variants"))
     assert ("--checkpoint out/finetune_promoter/best --tokenizer out/tokenizer/dna_bpe.model --width 8000 "
             "--region chr22 --out out/score_variants/scores.tsv") in score
@@ -99,8 +108,9 @@ def test_own_inputs_skip_downloads_and_wire_every_step(tmp_path):
 def test_finished_steps_are_not_rerun(tmp_path):
     config = placeholder_config(tmp_path)
     time.sleep(0.05)
-    for done in ["corpus/manifest.json", "tokenizer/dna_bpe.model", "tokenizer/dna_bpe.manifest.json",
-                 "shards/manifest.json", "promoter/manifest.json"]:
+    for done in ["corpus/contigs/chr21/manifest.json", "corpus/contigs/chr22/manifest.json", "corpus/manifest.json",
+                 "tokenizer/dna_bpe.model", "tokenizer/dna_bpe.manifest.json", "shards/contigs/chr21/manifest.json",
+                 "shards/contigs/chr22/manifest.json", "shards/manifest.json", "promoter/manifest.json"]:
         path = tmp_path / "out" / done
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("{}\n")
@@ -108,6 +118,22 @@ def test_finished_steps_are_not_rerun(tmp_path):
     jobs, _ = dry_run(tmp_path, "--configfile", str(config))
     assert jobs == {"pretrain": 1, "chromatin_prepare": 1, "finetune": 2, "evaluate": 2,
                     "score_variants": 1, "all": 1}
+
+
+def test_the_contigs_of_the_fasta_fan_out_once_the_checkpoint_has_listed_them(tmp_path):
+    config = placeholder_config(tmp_path, corpus={"passes": 1, "contigs": []})  # every contig of the FASTA
+    jobs, commands = dry_run(tmp_path, "--configfile", str(config))
+    assert jobs["contig_list"] == 1 and "corpus_contig" not in jobs  # known only once the FASTA is read
+    listed = tmp_path / "out" / "corpus" / "contigs.txt"  # what contig_list writes: the FASTA's sequence names
+    listed.parent.mkdir(parents=True)
+    time.sleep(0.05)
+    listed.write_text("chr1\nchr2\nchrUn_gl000220\n")
+    jobs, commands = dry_run(tmp_path, "--configfile", str(config))
+    assert "contig_list" not in jobs and jobs["corpus_contig"] == jobs["shards_contig"] == 3
+    assert ("gbb corpus --merge out/corpus/contigs/chr1 out/corpus/contigs/chr2 out/corpus/contigs/chrUn_gl000220 "
+            "--out out/corpus > out/logs/corpus.log 2>&1") in commands
+    steps = check_workflow(planned_jobs(dry_run_lines(tmp_path, "--configfile", str(config))), tmp_path)
+    assert Counter(s.words for s in steps if s.words)[("shards",)] == 4
 
 
 def test_unknown_model_size_is_refused(tmp_path):
@@ -127,7 +153,7 @@ def test_unknown_model_size_is_refused(tmp_path):
 
 GBB = "gbb"  # the `gbb:` of both configs used here
 SHELL_SYNTAX = re.compile(r"^(\d*[<>].*|&&|\|\|?|;|&)$")  # redirections and operators end the gbb words
-EXPECTED_COMMANDS = Counter({("corpus",): 1, ("tokenizer", "train"): 1, ("shards",): 1, ("pretrain",): 1,
+EXPECTED_COMMANDS = Counter({("corpus",): 3, ("tokenizer", "train"): 1, ("shards",): 3, ("pretrain",): 1,
                              ("promoter", "prepare"): 1, ("chromatin", "prepare"): 1, ("finetune", "promoter"): 1,
                              ("finetune", "chromatin"): 1, ("evaluate",): 2, ("score-variants",): 1})
 
@@ -171,7 +197,7 @@ def gbb_argv(command: str) -> list[str] | None:
     if GBB not in words:
         return None
     words = words[words.index(GBB) + 1:]
-    end = next((i for i, word in enumerate(words) if SHELL_SYNTAX.match(word)), len(words))
+    end = next((i for i, word in enumerate(words) if word != PENDING and SHELL_SYNTAX.match(word)), len(words))
     return words[:end]
 
 
@@ -202,12 +228,12 @@ def check_command(job: PlannedJob, argv: list[str]) -> Step:
         return Step(job, words, [norm(p) for p in reads if p is not None], [norm(p) for p in writes],
                     None if last is None else norm(last))
 
-    if words == ("corpus",):
-        return step([args.fasta], [args.out], f"{args.out}/manifest.json")
+    if words == ("corpus",):  # one contig (or all), or --merge: gathers per-contig corpora
+        return step(args.merge or [args.fasta], [args.out], f"{args.out}/manifest.json")
     if words == ("tokenizer", "train"):  # --out PREFIX: PREFIX.model ... PREFIX.manifest.json last
         return step([args.corpus], [f"{args.out}.model"], f"{args.out}.manifest.json")
     if words == ("shards",):
-        return step([args.corpus, args.tokenizer], [args.out], f"{args.out}/manifest.json")
+        return step(args.merge or [args.corpus, args.tokenizer], [args.out], f"{args.out}/manifest.json")
     if words == ("pretrain",):
         from pipelines.pretrain import PretrainConfig, resolve_model_config
 
@@ -270,8 +296,9 @@ def check_workflow(jobs: list[PlannedJob], workdir: Path) -> list[Step]:
         elif job.command:  # gunzip, tar: what they make is an input of later commands
             steps.append(Step(job, None, [], [norm(p) for p in job.outputs], None))
 
-    def writer(path: str) -> Step | None:
-        found = [(len(w), s) for s in steps for w in s.writes if path == w or path.startswith(w + os.sep)]
+    def writer(path: str, reader: Step) -> Step | None:  # a gather job writes above what it reads: not itself
+        found = [(len(w), s) for s in steps if s is not reader for w in s.writes
+                 if path == w or path.startswith(w + os.sep)]
         return max(found, key=lambda item: item[0])[1] if found else None
 
     for step in steps:
@@ -282,7 +309,10 @@ def check_workflow(jobs: list[PlannedJob], workdir: Path) -> list[Step]:
             assert step.last in map(norm, step.job.outputs), (
                 f"{where}\n  declares output {step.job.outputs}, but the command writes {step.last} last")
         for path in step.reads:
-            source = writer(path)
+            if path == PENDING:  # decided by a checkpoint: the rule must wait for it as well
+                assert PENDING in step.job.inputs, f"{where}\n  reads {PENDING} but its rule waits for nothing"
+                continue
+            source = writer(path, step)
             if source is None:
                 assert (workdir / path).exists(), (
                     f"{where}\n  reads {path}, which no command of the workflow writes and which is no input")
@@ -338,7 +368,11 @@ MISTAKES = {
                                    "the following arguments are required: --tokenizer"),
     "score-variants without tokenizer": ("score_variants", "--tokenizer out/tokenizer/dna_bpe.model", "",
                                          "lacks --tokenizer"),
-    "unknown option": ("corpus", "--passes 1", "--npasses 1", "unrecognized arguments"),
+    "unknown option": ("corpus_contig", "--passes 1", "--npasses 1", "unrecognized arguments"),
+    "gather of a part no job writes": ("corpus", "out/corpus/contigs/chr22", "out/corpus/contig/chr22",
+                                       "which no command of the workflow writes"),
+    "shards of the gathered corpus per contig": ("shards_contig", "--corpus out/corpus/contigs/chr21",
+                                                 "--corpus out/corpus", "has none of its outputs"),
     "unknown command": ("shards", "gbb shards", "gbb shard", "unknown command"),
     "pretrain override of a missing key": ("pretrain", "out_dir=out/pretrain", "output_dir=out/pretrain",
                                            "unknown key"),

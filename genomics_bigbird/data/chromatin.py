@@ -1,28 +1,33 @@
 """Chromatin-profile data sets (BigBird F.3): 200 bp bins with binary labels, widened to W bp windows.
 
-Sources: (a) the DeepSEA bundle (see `deepsea.py`); (b) a bins BED with a label matrix; (c) labels
-made from one narrowPeak file per feature: a bin is positive for a feature when at least half of
-it lies in that feature's peaks (their union). Splits follow DeepSEA: test contigs (chr8, chr9),
+Sources: (a) the DeepSEA bundle (see `deepsea.py`); (b) a bins BED with a label matrix
+(`label_matrix.py`); (c) labels made from one narrowPeak file per feature (`peaks.py`): a bin is
+positive for a feature when at least half of it lies in that feature's peaks (their union).
+Bins, labels and windows stream a block at a time (`write_labeled_bins`). Splits follow DeepSEA: test contigs (chr8, chr9),
 a validation region (chr7:30,508,751-35,296,850), other autosomes train; chrX, chrY and chrM are
 left out by default and counted.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
 
 from genomics_bigbird.errors import InputError
-from genomics_bigbird.genome.intervals import BedRecord, read_bed, read_narrowpeak
+from genomics_bigbird.genome.intervals import BedRecord, read_bed
 from genomics_bigbird.genome.reference import ReferenceGenome, contig_key
 from genomics_bigbird.genome.windows import extract_windows
+from genomics_bigbird.data.label_matrix import BLOCK_ROWS, LabelMatrix
 from genomics_bigbird.data.labeled import LabeledWriter
+from genomics_bigbird.data.labeled_rows import EncodedRows, encode_rows
+from genomics_bigbird.parallel import ordered_map
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +36,7 @@ _GROUP_ALIASES = {"dhs": "DHS", "dnase": "DHS", "tf": "TF", "hm": "HM", "histone
 BIN_SIZE = 200
 
 
-# ---------------------------------------------------------------- feature table and label matrix
+# ---------------------------------------------------------------- feature table
 
 def read_feature_table(path: str | os.PathLike) -> pd.DataFrame:
     """Read a TSV of features (columns `name`, `group`, optionally `file`), one row per label column.
@@ -66,130 +71,6 @@ def read_feature_table(path: str | os.PathLike) -> pd.DataFrame:
     if duplicated:
         raise InputError(f"feature names must be unique; repeated: {duplicated[:5]}", path)
     return table.reset_index(drop=True)
-
-
-def read_label_matrix(path: str | os.PathLike, n_bins: int, feature_names: Sequence[str]) -> np.ndarray:
-    """Read a (bins x features) 0/1 matrix from `.npy` or a TSV (optional header of feature names)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("label matrix not found", path)
-    if path.suffix == ".npy":
-        try:
-            labels = np.load(path, allow_pickle=False)
-        except ValueError as err:
-            raise InputError(f"not a numpy .npy array ({err})", path) from None
-    else:
-        first = path.open().readline().rstrip("\r\n").split("\t")
-        has_header = not all(re.fullmatch(r"[01](\.0*)?", value.strip()) for value in first)
-        table = pd.read_csv(path, sep="\t", header=0 if has_header else None)
-        if has_header and list(table.columns) != list(feature_names):
-            raise InputError("the label TSV's header must list the feature table's names in order", path, 1)
-        labels = table.to_numpy()
-    if labels.shape != (n_bins, len(feature_names)):
-        raise InputError(f"label matrix has shape {labels.shape}; expected ({n_bins} bins, "
-                         f"{len(feature_names)} features) to match the bins BED and the feature table", path)
-    if not np.isin(labels, (0, 1)).all():
-        raise InputError("labels must be 0 or 1", path)
-    return labels.astype(np.uint8)
-
-
-# ---------------------------------------------------------------- peak overlap (source c)
-
-def merge_intervals(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Union of half-open intervals as sorted, disjoint (starts, ends)."""
-    order = np.argsort(starts, kind="stable")
-    starts, ends = np.asarray(starts)[order], np.asarray(ends)[order]
-    if not len(starts):
-        return starts.astype(np.int64), ends.astype(np.int64)
-    running_end = np.maximum.accumulate(ends)
-    # A new merged interval begins where a start lies beyond every earlier end.
-    begins = np.r_[True, starts[1:] > running_end[:-1]]
-    group = np.cumsum(begins) - 1
-    merged_starts = starts[begins]
-    merged_ends = np.zeros(len(merged_starts), dtype=np.int64)
-    np.maximum.at(merged_ends, group, ends)
-    return merged_starts.astype(np.int64), merged_ends
-
-
-def covered_bases(bin_starts: np.ndarray, bin_ends: np.ndarray,
-                  peak_starts: np.ndarray, peak_ends: np.ndarray) -> np.ndarray:
-    """Bases of each bin [start, end) covered by the union of the peaks, by a sorted sweep (binary search)."""
-    starts, ends = merge_intervals(peak_starts, peak_ends)
-    cumulative = np.r_[0, np.cumsum(ends - starts)]
-
-    def covered_before(x: np.ndarray) -> np.ndarray:
-        # Peaks ending at or before x count fully; the next one (if it started) partially.
-        j = np.searchsorted(ends, x, side="right")
-        partial = np.where(j < len(starts), np.maximum(0, x - starts[np.minimum(j, len(starts) - 1)]), 0) \
-            if len(starts) else np.zeros_like(x)
-        return cumulative[j] + partial
-
-    bin_starts, bin_ends = np.asarray(bin_starts, dtype=np.int64), np.asarray(bin_ends, dtype=np.int64)
-    return covered_before(bin_ends) - covered_before(bin_starts)
-
-
-def peak_labels(bins: Sequence[BedRecord], peaks: Mapping[str, Iterable[BedRecord]],
-                feature_names: Sequence[str], min_fraction: float = 0.5) -> np.ndarray:
-    """Labels (bins x features): 1 where >= `min_fraction` of the bin lies in that feature's peaks."""
-    chroms = np.array([contig_key(b.chrom) for b in bins], dtype=object)
-    rows_of = {chrom: np.flatnonzero(chroms == chrom) for chrom in dict.fromkeys(chroms)}  # once, not per feature
-    bin_starts = np.array([b.start for b in bins], dtype=np.int64)
-    bin_ends = np.array([b.end for b in bins], dtype=np.int64)
-    lengths = bin_ends - bin_starts
-    labels = np.zeros((len(bins), len(feature_names)), dtype=np.uint8)
-    for column, feature in enumerate(feature_names):
-        by_chrom: dict[str, list[tuple[int, int]]] = {}
-        for peak in peaks.get(feature, ()):
-            by_chrom.setdefault(contig_key(peak.chrom), []).append((peak.start, peak.end))
-        for chrom, intervals in by_chrom.items():
-            rows = rows_of.get(chrom)
-            if rows is None:
-                continue
-            peak_array = np.array(intervals, dtype=np.int64)
-            covered = covered_bases(bin_starts[rows], bin_ends[rows], peak_array[:, 0], peak_array[:, 1])
-            labels[rows, column] = covered >= min_fraction * lengths[rows]
-    return labels
-
-
-def peak_files(directory: str | os.PathLike, features: pd.DataFrame) -> dict[str, Path]:
-    """The peak file of each feature: the table's `file` column, else `<dir>/<name>.narrowPeak[.gz]`."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise InputError("peaks directory not found", directory)
-    files = {}
-    for row in features.itertuples():
-        given = getattr(row, "file", "") or ""
-        candidates = [directory / given] if given else [directory / f"{row.name}.narrowPeak",
-                                                         directory / f"{row.name}.narrowPeak.gz"]
-        path = next((p for p in candidates if p.is_file()), None)
-        if path is None:
-            raise InputError(f"no peak file for feature {row.name!r} (looked for "
-                             f"{', '.join(p.name for p in candidates)})", directory)
-        files[row.name] = path
-    return files
-
-
-def read_peaks_dir(directory: str | os.PathLike, features: pd.DataFrame) -> dict[str, list[BedRecord]]:
-    """Read every feature's narrowPeak file (see `peak_files`)."""
-    return {name: list(read_narrowpeak(path)) for name, path in peak_files(directory, features).items()}
-
-
-def candidate_bins(peaks: Mapping[str, Iterable[BedRecord]], genome: ReferenceGenome,
-                   bin_size: int = BIN_SIZE) -> list[BedRecord]:
-    """Genome-tiled bins ([k*bin_size, (k+1)*bin_size)) touching any peak, sorted by contig and start."""
-    touched: dict[str, set[int]] = {}
-    for records in peaks.values():
-        for peak in records:
-            name = genome.resolve(peak.chrom)
-            last = min(peak.end, genome.contigs[name])
-            touched.setdefault(name, set()).update(range(peak.start // bin_size, -(-last // bin_size)))
-    bins = []
-    for name in genome.contigs:
-        for k in sorted(touched.get(name, ())):
-            end = min((k + 1) * bin_size, genome.contigs[name])
-            if end - k * bin_size == bin_size:  # a partial bin at the contig end has no 200 bp label
-                bins.append(BedRecord(name, k * bin_size, end, f"{name}:{k * bin_size}-{end}"))
-    return bins
 
 
 # ---------------------------------------------------------------- splits
@@ -251,37 +132,103 @@ class BinWindowsReport:
     padded_windows: int = 0
 
 
-def write_bin_windows(writer: LabeledWriter, genome: ReferenceGenome, bins: Sequence[BedRecord],
-                      labels: np.ndarray, split: ChromatinSplit, width: int, *, chunk_size: int = 1024,
-                      progress: Callable[[int], None] | None = None) -> BinWindowsReport:
-    """Append the width-W windows centered on each bin, with the bin's labels and split, to `writer`."""
-    if len(bins) != len(labels):
-        raise ValueError(f"{len(bins)} bins but {len(labels)} label rows")
-    report = BinWindowsReport()
-    for first in range(0, len(bins), chunk_size):
-        chunk = bins[first:first + chunk_size]
-        keep, splits = [], []
+@dataclass(frozen=True)
+class BinWindowEncoder:
+    """Extract, check and compress one block of bin windows (picklable: it runs in worker processes)."""
+
+    genome: ReferenceGenome
+    width: int
+    n_features: int
+
+    def __call__(self, task: tuple[list[BedRecord], np.ndarray, list[str], int]) -> tuple[EncodedRows, int, int, int]:
+        """(encoded rows, padded bases, padded windows, bins read) of (kept bins, their labels, splits, bins read)."""
+        records, labels, splits, read = task
+        windows = list(extract_windows(self.genome, records, anchor="center", width=self.width))
+        encoded = encode_rows([w.sequence for w in windows], labels, splits, window=self.width,
+                              n_features=self.n_features, chrom=[w.chrom for w in windows],
+                              start=[w.start for w in windows], end=[w.end for w in windows],
+                              strand=["+"] * len(windows), name=[w.name for w in windows])
+        padded = [w.n_padded for w in windows]
+        return encoded, sum(padded), sum(p > 0 for p in padded), read
+
+
+def bins_with_labels(bins: Iterable[BedRecord], labels: np.ndarray | LabelMatrix
+                     ) -> Iterator[tuple[list[BedRecord], np.ndarray, int]]:
+    """(bins, their label rows, bins read) a block at a time, from a bins iterable and its label matrix."""
+    blocks = labels.blocks() if isinstance(labels, LabelMatrix) else (
+        np.asarray(labels[first:first + BLOCK_ROWS]) for first in range(0, len(labels), BLOCK_ROWS))
+    bin_iter, read = iter(bins), 0
+    for block in blocks:
+        chunk = list(itertools.islice(bin_iter, len(block)))
+        read += len(chunk)
+        if len(chunk) != len(block):
+            raise ValueError(f"fewer bins ({read}) than label rows")
+        yield chunk, block, len(chunk)
+    if next(bin_iter, None) is not None:
+        raise ValueError("more bins than label rows")
+
+
+def _bin_tasks(blocks: Iterable[tuple[list[BedRecord], np.ndarray, int]], split: ChromatinSplit, block_rows: int,
+               report: BinWindowsReport) -> Iterator[tuple[list[BedRecord], np.ndarray, list[str], int]]:
+    """Tasks of exactly `block_rows` kept bins (the last may be shorter) with their labels, splits and bins read.
+
+    Bins on excluded contigs are counted in `report` and dropped here.
+    """
+    records: list[BedRecord] = []
+    label_rows: list[np.ndarray] = []
+    splits: list[str] = []
+    read = 0
+    for chunk, labels, chunk_read in blocks:
+        keep = []
         for offset, record in enumerate(chunk):
             assigned = split.assign(record.chrom, record.start, record.end)
             if assigned is None:
                 report.excluded[record.chrom] = report.excluded.get(record.chrom, 0) + 1
             else:
                 keep.append(offset)
+                records.append(record)
                 splits.append(assigned)
-        kept = [chunk[i] for i in keep]
-        windows = list(extract_windows(genome, kept, anchor="center", width=width))
-        writer.append([w.sequence for w in windows], labels[first + np.array(keep, dtype=np.int64)], splits,
-                      chrom=[w.chrom for w in windows], start=[w.start for w in windows],
-                      end=[w.end for w in windows], strand=["+"] * len(windows),
-                      name=[w.name for w in windows])
-        report.rows += len(windows)
-        report.padded_bases += sum(w.n_padded for w in windows)
-        report.padded_windows += sum(w.n_padded > 0 for w in windows)
+        label_rows.append(labels[keep])
+        read += chunk_read
+        while len(records) >= block_rows:
+            kept = np.concatenate(label_rows)
+            yield records[:block_rows], kept[:block_rows], splits[:block_rows], read
+            records, splits, label_rows, read = records[block_rows:], splits[block_rows:], [kept[block_rows:]], 0
+    if records or read:
+        yield records, np.concatenate(label_rows), splits, read
+
+
+def write_labeled_bins(writer: LabeledWriter, genome: ReferenceGenome,
+                       blocks: Iterable[tuple[list[BedRecord], np.ndarray, int]], split: ChromatinSplit, width: int,
+                       *, progress: Callable[[int], None] | None = None, workers: int = 1) -> BinWindowsReport:
+    """Append the width-W windows centered on each bin, with the bin's labels and split, to `writer`.
+
+    `blocks` yields (bins, their labels, bins read) a block at a time (`bins_with_labels`,
+    `PeakIndex.labeled_blocks`), so memory holds a few blocks whatever the number of bins.
+    `workers` processes extract and compress blocks of windows; this one writes them in bin
+    order, so the file is the same for any count. `progress(n)` gets the bins each block read.
+    """
+    report = BinWindowsReport()
+    encoder = BinWindowEncoder(genome, width, writer.n_features)
+    for encoded, padded_bases, padded_windows, read in ordered_map(
+            encoder, _bin_tasks(blocks, split, writer.block_rows, report), workers):
+        writer.append_encoded(encoded)
+        report.rows += encoded.n
+        report.padded_bases += padded_bases
+        report.padded_windows += padded_windows
         if progress is not None:
-            progress(len(chunk))
+            progress(read)
     if report.excluded:
         log.info("left out %d bins on excluded contigs %s", sum(report.excluded.values()), report.excluded)
     return report
+
+
+def write_bin_windows(writer: LabeledWriter, genome: ReferenceGenome, bins: Iterable[BedRecord],
+                      labels: np.ndarray | LabelMatrix, split: ChromatinSplit, width: int, *,
+                      progress: Callable[[int], None] | None = None, workers: int = 1) -> BinWindowsReport:
+    """`write_labeled_bins` of bins (streamed) and their label matrix (`LabelMatrix`, or an array)."""
+    return write_labeled_bins(writer, genome, bins_with_labels(bins, labels), split, width, progress=progress,
+                              workers=workers)
 
 
 def read_bins(path: str | os.PathLike) -> list[BedRecord]:
@@ -293,3 +240,19 @@ def read_bins(path: str | os.PathLike) -> list[BedRecord]:
         if record.length <= 0:
             raise InputError(f"bin {record.chrom}:{record.start}-{record.end} is empty", path, record.line)
     return bins
+
+
+def count_bins(path: str | os.PathLike, genome: ReferenceGenome) -> int:
+    """Check every bin of a bins BED (not empty, on a contig of `genome`) without keeping them; return the count."""
+    count = 0
+    for record in read_bed(path):
+        if record.length <= 0:
+            raise InputError(f"bin {record.chrom}:{record.start}-{record.end} is empty", path, record.line)
+        try:
+            genome.resolve(record.chrom)
+        except InputError as err:
+            raise InputError(err.message, path, record.line) from None
+        count += 1
+    if not count:
+        raise InputError("bins BED has no records", path)
+    return count

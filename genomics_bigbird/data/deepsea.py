@@ -24,7 +24,9 @@ import numpy as np
 import scipy.io
 
 from genomics_bigbird.data.labeled import LabeledWriter
+from genomics_bigbird.data.labeled_rows import EncodedRows, binary, encode_rows
 from genomics_bigbird.errors import InputError
+from genomics_bigbird.parallel import ordered_map
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +54,14 @@ def decode_onehot(onehot: np.ndarray) -> np.ndarray:
     x = np.asarray(onehot)
     if x.ndim != 3 or x.shape[1] != 4:
         raise ValueError(f"one-hot windows must have shape (n, 4, length), got {x.shape}")
-    counts = x.sum(axis=1, dtype=np.int64)
-    if not np.isin(x, (0, 1)).all() or (counts > 1).any():
+    if not binary(x):
         raise ValueError("one-hot windows must hold 0/1 with at most one 1 per position")
-    codes = np.where(counts == 0, 4, x.argmax(axis=1))
+    x = x.astype(np.uint8, copy=False)
+    counts = x.sum(axis=1, dtype=np.uint8)
+    if (counts > 1).any():
+        raise ValueError("one-hot windows must hold 0/1 with at most one 1 per position")
+    codes = x[:, 1] + 2 * x[:, 2] + 3 * x[:, 3]  # the index of the one 1 (0 when none or A)
+    codes[counts == 0] = 4
     bases = np.ascontiguousarray(_DECODE[codes])  # (n, length) uint8
     return bases.view(f"S{x.shape[2]}").reshape(len(x))
 
@@ -84,7 +90,10 @@ class DeepSEAChunk:
 
 
 class DeepSEASplit:
-    """One split file of the DeepSEA bundle; HDF5 (v7.3) files are streamed, MATLAB v5 ones loaded."""
+    """One split file of the DeepSEA bundle; HDF5 (v7.3) files are streamed, MATLAB v5 ones loaded.
+
+    The HDF5 file is opened lazily in each process, so a split can be read by worker processes.
+    """
 
     def __init__(self, path: str | os.PathLike, split: str):
         if split not in SPLIT_FILES:
@@ -93,16 +102,19 @@ class DeepSEASplit:
         self.split = split
         if not self.path.is_file():
             raise InputError(f"DeepSEA {split} file not found", self.path)
-        x_key, y_key = f"{split}xdata", f"{split}data"
+        self._x_key, self._y_key = x_key, y_key = f"{split}xdata", f"{split}data"
         self._h5: h5py.File | None = None
-        if h5py.is_hdf5(self.path):
-            self._h5 = h5py.File(self.path, "r")
-            if x_key not in self._h5 or y_key not in self._h5:
-                raise InputError(f"HDF5 .mat file has no {x_key!r}/{y_key!r} (found {sorted(self._h5)})", self.path)
-            self._x, self._y = self._h5[x_key], self._h5[y_key]
+        self._pid = -1
+        self.is_hdf5 = h5py.is_hdf5(self.path)
+        if self.is_hdf5:
+            with h5py.File(self.path, "r") as h5:
+                if x_key not in h5 or y_key not in h5:
+                    raise InputError(f"HDF5 .mat file has no {x_key!r}/{y_key!r} (found {sorted(h5)})", self.path)
+                x_shape, y_shape = h5[x_key].shape, h5[y_key].shape
+            self._x = self._y = None
             # MATLAB v7.3 stores arrays transposed: (length, 4, N) and (features, N).
-            self.n_rows, self.window, self.n_features = self._x.shape[2], self._x.shape[0], self._y.shape[0]
-            shapes_ok = self._x.ndim == 3 and self._x.shape[1] == 4 and self._y.shape[1] == self.n_rows
+            self.n_rows, self.window, self.n_features = x_shape[2], x_shape[0], y_shape[0]
+            shapes_ok = len(x_shape) == 3 and x_shape[1] == 4 and y_shape[1] == self.n_rows
         else:
             try:
                 mat = scipy.io.loadmat(self.path, variable_names=[x_key, y_key])
@@ -111,11 +123,12 @@ class DeepSEASplit:
             if x_key not in mat or y_key not in mat:
                 raise InputError(f"MATLAB file has no {x_key!r}/{y_key!r}", self.path)
             self._x, self._y = mat[x_key], mat[y_key]
-            self.n_rows, self.window, self.n_features = self._x.shape[0], self._x.shape[-1], self._y.shape[-1]
-            shapes_ok = self._x.ndim == 3 and self._x.shape[1] == 4 and self._y.shape[0] == self.n_rows
+            x_shape, y_shape = self._x.shape, self._y.shape
+            self.n_rows, self.window, self.n_features = x_shape[0], x_shape[-1], y_shape[-1]
+            shapes_ok = self._x.ndim == 3 and x_shape[1] == 4 and y_shape[0] == self.n_rows
         if not shapes_ok:
-            raise InputError(f"{x_key} {self._x.shape} and {y_key} {self._y.shape} do not have the DeepSEA "
-                             "layout (one-hot windows x 4 bases, labels x features, same row count)", self.path)
+            raise InputError(f"{x_key} {x_shape} and {y_key} {y_shape} do not have the DeepSEA layout (one-hot "
+                             "windows x 4 bases, labels x features, same row count)", self.path)
         if self.n_rows % 2:
             raise InputError(f"{self.n_rows} rows: a DeepSEA split is a forward half plus its reverse-complement "
                              "half, so the row count must be even", self.path)
@@ -123,34 +136,42 @@ class DeepSEASplit:
 
     def _rows(self, first: int, last: int) -> tuple[np.ndarray, np.ndarray]:
         """One-hot (n, 4, length) and labels (n, features) of rows [first, last)."""
-        if self._h5 is not None:
-            onehot = np.transpose(self._x[:, :, first:last], (2, 1, 0))
-            labels = self._y[:, first:last].T
-        else:
-            onehot, labels = self._x[first:last], self._y[first:last]
-        return onehot, labels
+        if not self.is_hdf5:
+            return self._x[first:last], self._y[first:last]
+        if self._h5 is None or self._pid != os.getpid():
+            self._h5, self._pid = h5py.File(self.path, "r"), os.getpid()
+        onehot = np.transpose(self._h5[self._x_key][:, :, first:last], (2, 1, 0))
+        return onehot, self._h5[self._y_key][:, first:last].T
+
+    def forward_rows(self, first: int, last: int) -> DeepSEAChunk:
+        """Forward rows [first, last) decoded and checked against their reverse-complement partners."""
+        onehot, labels = self._rows(first, last)
+        rc_onehot, rc_labels = self._rows(first + self.n_forward, last + self.n_forward)
+        try:
+            sequences = decode_onehot(onehot)
+        except ValueError as err:
+            raise InputError(f"{self.split}xdata rows {first}-{last - 1}: {err}", self.path) from None
+        if not binary(labels):
+            raise InputError(f"{self.split}data rows {first}-{last - 1}: labels must be 0 or 1", self.path)
+        seq_mismatch = (reverse_complement_onehot(onehot) != rc_onehot).any(axis=(1, 2))
+        label_mismatch = (labels != rc_labels).any(axis=1)
+        return DeepSEAChunk(first, sequences, labels.astype(np.uint8),
+                            int(seq_mismatch.sum()), int(label_mismatch.sum()))
 
     def chunks(self, chunk_size: int = 8192) -> Iterator[DeepSEAChunk]:
         """Yield the forward half in chunks of `chunk_size` rows (never the whole file at once)."""
         for first in range(0, self.n_forward, chunk_size):
-            last = min(first + chunk_size, self.n_forward)
-            onehot, labels = self._rows(first, last)
-            rc_onehot, rc_labels = self._rows(first + self.n_forward, last + self.n_forward)
-            try:
-                sequences = decode_onehot(onehot)
-            except ValueError as err:
-                raise InputError(f"{self.split}xdata rows {first}-{last - 1}: {err}", self.path) from None
-            if not np.isin(labels, (0, 1)).all():
-                raise InputError(f"{self.split}data rows {first}-{last - 1}: labels must be 0 or 1", self.path)
-            seq_mismatch = (reverse_complement_onehot(onehot) != rc_onehot).any(axis=(1, 2))
-            label_mismatch = (labels != rc_labels).any(axis=1)
-            yield DeepSEAChunk(first, sequences, labels.astype(np.uint8),
-                               int(seq_mismatch.sum()), int(label_mismatch.sum()))
+            yield self.forward_rows(first, min(first + chunk_size, self.n_forward))
 
     def close(self) -> None:
-        if self._h5 is not None:
+        if self._h5 is not None and self._pid == os.getpid():
             self._h5.close()
-            self._h5 = None
+        self._h5, self._pid = None, -1
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_h5"], state["_pid"] = None, -1
+        return state
 
     def __enter__(self) -> "DeepSEASplit":
         return self
@@ -172,28 +193,76 @@ def deepsea_split_paths(directory: str | os.PathLike) -> dict[str, Path]:
     return paths
 
 
-def write_deepsea(writer: LabeledWriter, paths: dict[str, Path], *, chunk_size: int = 8192,
-                  progress: Callable[[int], None] | None = None) -> dict[str, dict[str, int]]:
-    """Append the forward half of each split to `writer`; return rows and strand-pair mismatches per split."""
-    report = {}
-    for split, path in paths.items():
-        with DeepSEASplit(path, split) as data:
+@dataclass(frozen=True)
+class DeepSEAEncoder:
+    """Decode, check and compress blocks of forward rows (picklable: it runs in worker processes)."""
+
+    splits: dict[str, DeepSEASplit]
+    window: int
+    n_features: int
+
+    def __call__(self, segments: list[tuple[str, int, int]]) -> tuple[EncodedRows, dict[str, list[int]]]:
+        """(encoded rows, per split [rows, sequence mismatches, label mismatches]) of (split, first, last) ranges."""
+        chunks = [(split, self.splits[split].forward_rows(first, last)) for split, first, last in segments]
+        counts = {}
+        for split, chunk in chunks:
+            before = counts.get(split, [0, 0, 0])
+            counts[split] = [before[0] + len(chunk.sequences), before[1] + chunk.n_sequence_mismatch,
+                             before[2] + chunk.n_label_mismatch]
+        encoded = encode_rows(
+            np.concatenate([c.sequences for _, c in chunks]), np.concatenate([c.labels for _, c in chunks]),
+            [split for split, c in chunks for _ in range(len(c.sequences))], window=self.window,
+            n_features=self.n_features,
+            name=[f"{split}:{c.first_row + i}" for split, c in chunks for i in range(len(c.sequences))])
+        return encoded, counts
+
+
+def _segments(splits: dict[str, DeepSEASplit], block_rows: int) -> Iterator[list[tuple[str, int, int]]]:
+    """The forward rows of every split in order, cut into blocks of `block_rows` (last shorter), across splits."""
+    block, size = [], 0
+    for name, data in splits.items():
+        first = 0
+        while first < data.n_forward:
+            last = min(data.n_forward, first + block_rows - size)
+            block.append((name, first, last))
+            size += last - first
+            first = last
+            if size == block_rows:
+                yield block
+                block, size = [], 0
+    if block:
+        yield block
+
+
+def write_deepsea(writer: LabeledWriter, paths: dict[str, Path], *,
+                  progress: Callable[[int], None] | None = None, workers: int = 1) -> dict[str, dict[str, int]]:
+    """Append the forward half of each split to `writer`; return rows and strand-pair mismatches per split.
+
+    `workers` processes decode and compress blocks of `writer.block_rows` rows; this one writes
+    them in order, so the file is the same for any count.
+    """
+    splits = {split: DeepSEASplit(path, split) for split, path in paths.items()}
+    try:
+        for split, data in splits.items():
             if data.window != writer.window or data.n_features != writer.n_features:
                 raise InputError(f"{split} has {data.window} bp windows and {data.n_features} labels; expected "
-                                 f"{writer.window} and {writer.n_features}", path)
-            counts = {"rows": 0, "sequence_mismatches": 0, "label_mismatches": 0}
-            for chunk in data.chunks(chunk_size):
-                n = len(chunk.sequences)
-                writer.append(chunk.sequences, chunk.labels, [split] * n,
-                              name=[f"{split}:{chunk.first_row + i}" for i in range(n)])
-                counts["rows"] += n
-                counts["sequence_mismatches"] += chunk.n_sequence_mismatch
-                counts["label_mismatches"] += chunk.n_label_mismatch
-                if progress is not None:
-                    progress(n)
+                                 f"{writer.window} and {writer.n_features}", data.path)
+        report = {split: {"rows": 0, "sequence_mismatches": 0, "label_mismatches": 0} for split in splits}
+        encoder = DeepSEAEncoder(splits, writer.window, writer.n_features)
+        for encoded, counts in ordered_map(encoder, _segments(splits, writer.block_rows), workers):
+            writer.append_encoded(encoded)
+            for split, (rows, sequence_mismatches, label_mismatches) in counts.items():
+                report[split]["rows"] += rows
+                report[split]["sequence_mismatches"] += sequence_mismatches
+                report[split]["label_mismatches"] += label_mismatches
+            if progress is not None:
+                progress(encoded.n)
+    finally:
+        for data in splits.values():
+            data.close()
+    for split, counts in report.items():
         if counts["sequence_mismatches"] or counts["label_mismatches"]:
             log.warning("%s: %d of %d rows of the second half are not the reverse complement of their "
-                        "forward row, %d carry different labels", path, counts["sequence_mismatches"],
+                        "forward row, %d carry different labels", paths[split], counts["sequence_mismatches"],
                         counts["rows"], counts["label_mismatches"])
-        report[split] = counts
     return report

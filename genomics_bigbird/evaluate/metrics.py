@@ -31,6 +31,49 @@ def binary_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: flo
     return out
 
 
+def column_auroc_auprc(labels: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AUROC and average precision (AUPRC) of every column at once: sklearn's values, without a call per feature.
+
+    Per column, the scores are sorted once and the ROC and precision-recall curves taken at the
+    last row of each run of tied scores (sklearn's distinct thresholds): AUROC is the trapezoid
+    area under (FPR, TPR), AUPRC the sum of precision x recall step. Columns are done a block at
+    a time (~4M values), so memory stays a few copies of that block. A column without positives
+    or negatives gives NaN.
+    """
+    y, p = np.asarray(labels), np.asarray(probabilities)  # converted a block at a time below
+    if y.shape != p.shape or y.ndim != 2:
+        raise ValueError(f"labels {y.shape} and probabilities {p.shape} must be the same (rows, columns)")
+    n, columns = y.shape
+    auroc = np.full(columns, np.nan)
+    auprc = np.full(columns, np.nan)
+    step = max(1, min(columns, 4_000_000 // max(n, 1)))
+    for first in range(0, columns if n else 0, step):
+        block = slice(first, first + step)
+        # (columns, rows), each column contiguous: sorting along rows is then cache-friendly
+        block_scores = np.ascontiguousarray(p[:, block].T, dtype=np.float64)
+        order = np.argsort(-block_scores, axis=1)  # descending; the order within ties does not matter
+        scores = np.take_along_axis(block_scores, order, axis=1)
+        tps = np.cumsum(np.take_along_axis(np.ascontiguousarray(y[:, block].T), order, axis=1), axis=1,
+                        dtype=np.float64)
+        last_of_tie = np.ones(scores.shape, dtype=bool)
+        last_of_tie[:, :-1] = scores[:, :-1] != scores[:, 1:]
+        column, position = np.nonzero(last_of_tie)  # the thresholds, column by column
+        t = tps[column, position]
+        f = position + 1 - t
+        starts_column = np.r_[True, column[1:] != column[:-1]]
+        prev_t = np.where(starts_column, 0.0, np.r_[0.0, t[:-1]])
+        prev_f = np.where(starts_column, 0.0, np.r_[0.0, f[:-1]])
+        k = scores.shape[0]
+        area = np.bincount(column, weights=(f - prev_f) * (t + prev_t), minlength=k)
+        precision_steps = np.bincount(column, weights=(t - prev_t) * t / (position + 1), minlength=k)
+        positives, negatives = tps[:, -1], n - tps[:, -1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            defined = (positives > 0) & (negatives > 0)
+            auroc[block] = np.where(defined, area / (2 * positives * negatives), np.nan)
+            auprc[block] = np.where(defined, precision_steps / positives, np.nan)
+    return auroc, auprc
+
+
 @dataclass
 class MultilabelReport:
     """Per-feature AUROC/AUPRC and their summaries, overall and per feature group."""
@@ -50,21 +93,17 @@ def multilabel_metrics(labels: np.ndarray, probabilities: np.ndarray, feature_na
     A feature with no positive (or no negative) example has no AUROC: it is excluded from the
     summaries and listed in `excluded` so reports can count it.
     """
-    y = np.asarray(labels)
-    p = np.asarray(probabilities, dtype=np.float64)
+    y, p = np.asarray(labels), np.asarray(probabilities)  # no float64 copy of a (windows x 919) matrix
     if y.shape != p.shape or y.ndim != 2 or y.shape[1] != len(feature_names):
         raise ValueError(f"labels {y.shape}, probabilities {p.shape} and {len(feature_names)} features disagree")
     groups = list(groups) if groups is not None else ["all"] * len(feature_names)
     report = MultilabelReport()
+    auroc, auprc = column_auroc_auprc(y, p)  # one sort per feature, not two sklearn calls
+    positives = y.sum(axis=0, dtype=np.int64)
     for j, (name, group) in enumerate(zip(feature_names, groups)):
-        column = y[:, j].astype(int)
-        positives = int(column.sum())
-        row = {"feature": name, "group": group, "positives": positives, "n": int(column.size)}
-        if 0 < positives < column.size:
-            row["auroc"] = float(skm.roc_auc_score(column, p[:, j]))
-            row["auprc"] = float(skm.average_precision_score(column, p[:, j]))
-        else:
-            row["auroc"] = row["auprc"] = float("nan")
+        row = {"feature": name, "group": group, "positives": int(positives[j]), "n": int(y.shape[0]),
+               "auroc": float(auroc[j]), "auprc": float(auprc[j])}
+        if np.isnan(auroc[j]):
             report.excluded.append(name)
         report.per_feature.append(row)
     for group in ["all", *sorted(set(groups) - {"all"})]:

@@ -3,12 +3,13 @@ import numpy as np
 import pytest
 
 from genomics_bigbird.data.chromatin import (
-    ChromatinSplit, covered_bases, merge_intervals, parse_region, peak_labels, read_bins, read_feature_table,
-    read_label_matrix, read_peaks_dir, write_bin_windows)
+    ChromatinSplit, parse_region, read_bins, read_feature_table, write_bin_windows)
+from genomics_bigbird.data.label_matrix import LabelMatrix, read_label_matrix
+from genomics_bigbird.data.peaks import covered_bases, merge_intervals, peak_labels, read_peaks_dir
 from genomics_bigbird.data.labeled import LabeledWindows, LabeledWriter
 from genomics_bigbird.errors import InputError
 from genomics_bigbird.genome import ReferenceGenome
-from genomics_bigbird.genome.intervals import BedRecord
+from genomics_bigbird.genome.intervals import BedRecord, read_bed
 
 
 def bins(*starts, chrom="chr1", size=200):
@@ -92,7 +93,7 @@ def test_bin_windows_are_centered_and_excluded_contigs_counted(tmp_path):
     with LabeledWriter(tmp_path / "c.h5", window=300, feature_names=["f"], feature_groups=["TF"],
                        task="chromatin") as writer:
         report = write_bin_windows(writer, genome, records, labels, ChromatinSplit(valid_region="chr1:901-1000"),
-                                   300, chunk_size=2)
+                                   300)
     data = LabeledWindows(tmp_path / "c.h5")
     assert report.rows == 3 and report.excluded == {"chrX": 1}
     assert data.sequence(0) == chr1[350:650]                 # center 500, [500 - 150, 500 + 150)
@@ -108,3 +109,30 @@ def test_missing_peak_file_names_the_feature(tmp_path):
     features.write_text("name\tgroup\nCTCF\tTF\n")
     with pytest.raises(InputError, match="no peak file for feature 'CTCF'"):
         read_peaks_dir(tmp_path, read_feature_table(features))
+
+
+def test_bin_windows_from_worker_processes_and_streamed_labels_are_the_same_file(tmp_path):
+    rng = np.random.default_rng(2)
+    contigs = {"chr1": 30_000, "chr8": 8_000, "chrX": 5_000}
+    fasta = tmp_path / "genome.fa"
+    fasta.write_text("".join(f">{n}\n{''.join(rng.choice(list('ACGT'), size))}\n" for n, size in contigs.items()))
+    lines = [f"{chrom}\t{start}\t{start + 200}\n" for chrom in contigs
+             for start in sorted(rng.choice(contigs[chrom] - 200, 100 if chrom == "chr1" else 30, replace=False))]
+    (tmp_path / "bins.bed").write_text("".join(lines))
+    names = [f"f{i}" for i in range(919)]
+    labels = (rng.random((len(lines), 919)) < 0.1).astype(np.uint8)
+    np.save(tmp_path / "labels.npy", labels)
+    split = ChromatinSplit(valid_region="chr1:1-5000")
+    genome = ReferenceGenome(fasta)
+    reports, files = [], {}
+    for workers, source in ((1, labels), (2, LabelMatrix(tmp_path / "labels.npy", len(lines), names, block_rows=50))):
+        files[workers] = tmp_path / f"w{workers}.h5"
+        with LabeledWriter(files[workers], window=2000, feature_names=names, feature_groups=["TF"] * 919,
+                           task="chromatin", rows_per_block=64) as writer:  # blocks of 64 rows: three tasks
+            reports.append(write_bin_windows(writer, genome, read_bed(tmp_path / "bins.bed"), source, split, 2000,
+                                             workers=workers))
+    assert reports[0] == reports[1] and reports[0].rows == 130 and reports[0].excluded == {"chrX": 30}
+    one, two = LabeledWindows(files[1]), LabeledWindows(files[2])
+    assert [two.sequence(i) for i in range(130)] == [one.sequence(i) for i in range(130)]
+    assert two.records().equals(one.records()) and (one.split == "valid").sum() > 0
+    np.testing.assert_array_equal(two.labels(), labels[:130])  # chrX's 30 bins (the last rows) left out

@@ -118,3 +118,21 @@ def test_write_corpus_files_and_counts(fasta, tmp_path):
     file_name, contig, pass_index, start, end, n_sentences, dropped = rows[1].split("\t")
     assert (file_name, contig, pass_index) == ("chr1.txt", "chr1", "0") and int(n_sentences) == len(docs[0])
     assert docs[0][0] in expected(seqs["chr1"][int(start):int(end)])
+
+
+def test_contigs_in_worker_processes_write_the_same_corpus(fasta, tmp_path):
+    path, _ = fasta
+    genome = ReferenceGenome(path)
+    spans = {1: [], 2: []}
+    for workers in (1, 2):
+        write_corpus(genome, tmp_path / str(workers), ["chr2", "chrN", "chr1"], passes=2, seed=5,
+                     progress=spans[workers].append, workers=workers)
+    names = sorted(p.name for p in (tmp_path / "1").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "2").iterdir())
+    for name in names:  # the contig files, documents.tsv (in the given contig order) and counts.json
+        assert (tmp_path / "2" / name).read_bytes() == (tmp_path / "1" / name).read_bytes(), name
+    rows = (tmp_path / "2" / "documents.tsv").read_text().splitlines()[1:]
+    assert [r.split("\t")[1] for r in rows] == sorted((r.split("\t")[1] for r in rows),
+                                                        key=["chr2", "chr1"].index)
+    # one progress call per document in this process; one per contig from workers; the same bases
+    assert len(spans[2]) == 3 and len(spans[1]) > 3 and sum(spans[1]) == sum(spans[2])

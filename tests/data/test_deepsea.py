@@ -75,7 +75,7 @@ def test_bundle_to_labeled_windows(bundle, tmp_path):
     root, splits = bundle
     with LabeledWriter(tmp_path / "chromatin.h5", window=1000, feature_names=[f"f{i}" for i in range(919)],
                        feature_groups=deepsea_feature_groups(), task="chromatin", source="deepsea") as out:
-        report = write_deepsea(out, deepsea_split_paths(root), chunk_size=4)
+        report = write_deepsea(out, deepsea_split_paths(root))
     assert {s: r["rows"] for s, r in report.items()} == {"train": 6, "valid": 2, "test": 3}
     data = LabeledWindows(tmp_path / "chromatin.h5")
     test_rows = data.indices("test")
@@ -105,3 +105,25 @@ def test_bad_bundles_are_input_errors(tmp_path):
         DeepSEASplit(tmp_path / "test.mat", "test")
     with pytest.raises(InputError, match="missing train.mat"):
         deepsea_split_paths(tmp_path)
+
+
+def test_worker_processes_write_the_same_file_in_blocks_across_splits(tmp_path):
+    splits = {"train": make_split(200, 4), "valid": make_split(20, 5), "test": make_split(30, 6)}
+    with h5py.File(tmp_path / "train.mat", "w") as f:
+        f["trainxdata"] = np.transpose(splits["train"][1], (2, 1, 0))
+        f["traindata"] = splits["train"][2].T
+    for split in ("valid", "test"):
+        scipy.io.savemat(tmp_path / f"{split}.mat", {f"{split}xdata": splits[split][1], f"{split}data": splits[split][2]})
+    reports = []
+    for workers in (1, 2):
+        with LabeledWriter(tmp_path / f"w{workers}.h5", window=1000, feature_names=[f"f{i}" for i in range(919)],
+                           feature_groups=deepsea_feature_groups(), task="chromatin", rows_per_block=128) as out:
+            reports.append(write_deepsea(out, deepsea_split_paths(tmp_path), workers=workers))  # blocks of 128 rows
+    assert reports[0] == reports[1] and {s: r["rows"] for s, r in reports[0].items()} == {"train": 200, "valid": 20,
+                                                                                          "test": 30}
+    one, two = LabeledWindows(tmp_path / "w1.h5"), LabeledWindows(tmp_path / "w2.h5")
+    expected = [s for split in ("train", "valid", "test") for s in splits[split][0]]
+    assert [two.sequence(i) for i in range(250)] == expected == [one.sequence(i) for i in range(250)]
+    np.testing.assert_array_equal(two.labels(), np.concatenate([splits[s][2][:n] for s, n in
+                                                                (("train", 200), ("valid", 20), ("test", 30))]))
+    assert two.records().equals(one.records()) and two.records()["name"][200] == "valid:0"

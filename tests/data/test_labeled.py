@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from genomics_bigbird.data.labeled import LabeledWindows, LabeledWriter, TokenizedWindows, collate_windows
+from genomics_bigbird.data.labeled_rows import encode_rows
 from genomics_bigbird.errors import InputError
 from genomics_bigbird.genome import reverse_complement
 from genomics_bigbird.tokenizer import DNATokenizer
@@ -121,3 +122,30 @@ def test_collate_pads_right_and_masks_padding(written, tokenizer):
         assert batch["attention_mask"][row].sum().item() == n
     assert batch["labels"].tolist() == labels[[0, 4]].astype(float).tolist()
     assert batch["index"].tolist() == [0, 4]
+
+
+def test_rows_compressed_elsewhere_read_back_like_rows_appended_here(tmp_path):
+    """Blocks made by encode_rows (in a worker process) and written as raw chunks equal plain appends."""
+    rng = np.random.default_rng(4)
+    n, features = 5000, 300  # blocks of 2048 rows: whole sequence chunks (2048 rows of 60 bp), label chunks (128)
+    sequences = [row.tobytes().decode() for row in np.frombuffer(b"ACGTN", np.uint8)[rng.integers(0, 5, (n, WINDOW))]]
+    labels = (rng.random((n, features)) < 0.3).astype(np.uint8)
+    split = rng.choice(["train", "valid", "test"], n).tolist()
+    names = [f"r{i}" for i in range(n)]
+    kwargs = dict(window=WINDOW, feature_names=[f"f{i}" for i in range(features)], feature_groups=["TF"] * features,
+                  task="chromatin", rows_per_block=100)
+    with LabeledWriter(tmp_path / "plain.h5", **kwargs) as plain, LabeledWriter(tmp_path / "raw.h5", **kwargs) as raw:
+        block = raw.block_rows
+        assert block == 2048 and block % raw._file["sequences"].chunks[0] == 0 and block % raw._file["labels"].chunks[0] == 0
+        for first in range(0, n, block):
+            rows = slice(first, first + block)
+            plain.append(sequences[rows], labels[rows], split[rows], name=names[rows], chrom=["chr2"] * len(names[rows]))
+            raw.append_encoded(encode_rows(sequences[rows], labels[rows], split[rows], window=WINDOW,
+                                           n_features=features, name=names[rows], chrom=["chr2"] * len(names[rows])))
+        assert raw.summary() == {**plain.summary(), "path": str(tmp_path / "raw.h5")}
+        with pytest.raises(ValueError, match="whole blocks"):  # a partial block must be the last
+            raw.append_encoded(encode_rows(sequences[:3], labels[:3], split[:3], window=WINDOW, n_features=features))
+    a, b = LabeledWindows(tmp_path / "plain.h5"), LabeledWindows(tmp_path / "raw.h5")
+    assert [s.decode() for s in b._h5()["sequences"][:]] == sequences
+    np.testing.assert_array_equal(b.labels(), labels)
+    assert b.records().equals(a.records()) and b.split.tolist() == split

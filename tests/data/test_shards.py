@@ -86,3 +86,12 @@ def test_shards_refuse_another_tokenizer_and_missing_inputs(corpus, tmp_path):
         write_shards(files, tokenizer, tmp_path / "b", documents_per_shard=0)
     with pytest.raises(InputError, match="no corpus files"):
         corpus_files(tmp_path / "a")
+
+
+def test_shards_tokenized_by_worker_processes_are_the_same_bytes(corpus, tmp_path):
+    files, tokenizer, _ = corpus
+    one = write_shards(files, tokenizer, tmp_path / "one", documents_per_shard=3, workers=1)
+    two = write_shards(files, tokenizer, tmp_path / "two", documents_per_shard=3, workers=2)
+    assert one["counts"] == two["counts"] and len(one["shards"]) > 2
+    for name in ["shards.json"] + [s["file"] for s in one["shards"]]:
+        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name

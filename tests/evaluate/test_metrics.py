@@ -32,3 +32,23 @@ def test_multilabel_excludes_features_without_positives():
     assert report.summary["all"]["mean_auroc"] == pytest.approx(0.5)
     assert report.summary["TF"]["median_auroc"] == pytest.approx(1.0)
     assert report.summary["DHS"]["mean_auroc"] == pytest.approx(0.0)
+
+
+def test_all_columns_at_once_equal_sklearn_per_column_with_ties():
+    from sklearn import metrics as skm
+
+    from genomics_bigbird.evaluate.metrics import column_auroc_auprc
+
+    rng = np.random.default_rng(1)
+    labels = (rng.random((3000, 40)) < rng.uniform(0.01, 0.5, 40)).astype(np.uint8)
+    scores = np.round(rng.random((3000, 40)) * 0.5 + 0.4 * labels, 2)  # rounded: many tied scores
+    scores[:, 3] = 0.5                                                   # one column all tied
+    labels[:, 5], labels[:, 6] = 0, 1                                    # no positives / no negatives
+    auroc, auprc = column_auroc_auprc(labels, scores)
+    for j in range(40):
+        if j in (5, 6):
+            assert np.isnan(auroc[j]) and np.isnan(auprc[j])
+            continue
+        assert auroc[j] == pytest.approx(skm.roc_auc_score(labels[:, j], scores[:, j]), abs=1e-12)
+        assert auprc[j] == pytest.approx(skm.average_precision_score(labels[:, j], scores[:, j]), abs=1e-12)
+    assert auroc[3] == 0.5

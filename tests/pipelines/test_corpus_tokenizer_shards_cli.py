@@ -59,6 +59,10 @@ def test_corpus_tokenizer_shards_end_to_end(fasta, tmp_path, capsys):
     (["corpus", "--fasta", "{fasta}", "--out", "{tmp}/c", "--passes", "0"], "--passes must be >= 1"),
     (["tokenizer", "train", "--corpus", "{tmp}", "--out", "{tmp}/t"], "no corpus files"),
     (["shards", "--corpus", "{tmp}", "--tokenizer", "{tmp}/none.model", "--out", "{tmp}/s"], "no corpus files"),
+    (["shards", "--out", "{tmp}/s"], "--corpus and --tokenizer required (or --merge"),
+    (["corpus", "--fasta", "{fasta}", "--out", "{tmp}/c", "--workers", "0"], "--workers must be at least 1"),
+    (["corpus", "--merge", "{tmp}", "--out", "{tmp}/c"], "no counts.json here: not a finished `gbb corpus`"),
+    (["shards", "--merge", "{tmp}", "--out", "{tmp}/s"], "no shards.json here: not a finished `gbb shards`"),
 ])
 def test_bad_inputs_exit_2_with_one_line(fasta, tmp_path, capsys, argv, message):
     argv = [a.format(tmp=tmp_path, fasta=fasta) for a in argv]
@@ -80,3 +84,39 @@ def test_vocab_too_large_and_missing_tokenizer_exit_2(fasta, tmp_path, capsys):
                      str(tmp_path / "s"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "tokenizer model not found" in err[0]
+
+
+def test_per_contig_jobs_gathered_with_merge_equal_one_run(fasta, tmp_path):
+    """The workflow's cluster fan-out: a corpus and shards job per contig, then `--merge` gathers them."""
+    def gbb(*argv):
+        assert cli.main([*argv, "--quiet"]) == 0
+
+    gbb("corpus", "--fasta", str(fasta), "--out", str(tmp_path / "whole"), "--passes", "2", "--seed", "3")
+    for contig in ("chr1", "chr2"):
+        gbb("corpus", "--fasta", str(fasta), "--contigs", contig, "--out", str(tmp_path / "parts" / contig),
+            "--passes", "2", "--seed", "3")
+    gbb("corpus", "--merge", str(tmp_path / "parts" / "chr1"), str(tmp_path / "parts" / "chr2"),
+        "--out", str(tmp_path / "corpus"))
+    whole = json.loads((tmp_path / "whole" / "counts.json").read_text())
+    merged = json.loads((tmp_path / "corpus" / "counts.json").read_text())
+    assert merged["files"] == ["../parts/chr1/chr1.txt", "../parts/chr2/chr2.txt"]
+    assert {k: v for k, v in merged.items() if k != "files"} == {k: v for k, v in whole.items() if k != "files"}
+    rows = [line.split("\t", 1) for line in (tmp_path / "corpus" / "documents.tsv").read_text().splitlines()]
+    whole_rows = [line.split("\t", 1) for line in (tmp_path / "whole" / "documents.tsv").read_text().splitlines()]
+    assert [r[1] for r in rows] == [r[1] for r in whole_rows] and rows[-1][0] == "../parts/chr2/chr2.txt"
+
+    tokenizer = tmp_path / "tok" / "dna_bpe"
+    gbb("tokenizer", "train", "--corpus", str(tmp_path / "corpus"), "--vocab-size", "150", "--out", str(tokenizer))
+    model = str(tokenizer.with_name("dna_bpe.model"))
+    gbb("shards", "--corpus", str(tmp_path / "whole"), "--tokenizer", model, "--out", str(tmp_path / "shards_whole"),
+        "--documents-per-shard", "3")
+    for contig in ("chr1", "chr2"):
+        gbb("shards", "--corpus", str(tmp_path / "parts" / contig), "--tokenizer", model, "--out",
+            str(tmp_path / "shard_parts" / contig), "--documents-per-shard", "3")
+    gbb("shards", "--merge", str(tmp_path / "shard_parts" / "chr1"), str(tmp_path / "shard_parts" / "chr2"),
+        "--out", str(tmp_path / "shards"))
+    one, gathered = ShardSet(tmp_path / "shards_whole"), ShardSet(tmp_path / "shards")
+    assert len(gathered) == len(one) == whole["documents"]
+    for index in range(len(one)):
+        assert [ids.tolist() for ids in gathered.document(index)] == [ids.tolist() for ids in one.document(index)]
+    assert json.loads((tmp_path / "shards" / "shards.json").read_text())["counts"] == one.summary["counts"]

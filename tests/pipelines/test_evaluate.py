@@ -223,3 +223,16 @@ def test_split_predictions_do_not_depend_on_the_batch_size(tmp_path, tokenizer, 
     with torch.no_grad():
         alone = torch.sigmoid(tiny_bigbird.eval()(input_ids, attention_mask)).numpy()
     np.testing.assert_allclose(one.forward[0], alone[0], rtol=0, atol=1e-6)
+
+
+def test_windows_tokenized_by_dataloader_workers_give_the_same_predictions(tmp_path, tokenizer, tiny_bigbird):
+    n = 150  # three blocks of 64 windows
+    with LabeledWriter(tmp_path / "set.h5", window=WINDOW, feature_names=["a"], feature_groups=["TF"],
+                       task="chromatin") as out:
+        out.append(windows(np.random.default_rng(4), n), np.zeros((n, 1)), ["test"] * n)
+    labeled = LabeledWindows(tmp_path / "set.h5")
+    here, workers = (predict_split(tiny_bigbird, labeled, tokenizer, "test", batch_size=5, max_length=128,
+                                   pad_to_multiple_of=8, workers=count) for count in (0, 2))
+    assert here.forward.shape == (n, 3) and not np.isnan(here.forward).any()
+    np.testing.assert_array_equal(workers.forward, here.forward)
+    np.testing.assert_array_equal(workers.reverse, here.reverse)
