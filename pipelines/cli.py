@@ -31,6 +31,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("finetune", "chromatin"): ("pipelines.finetune", "fine-tune the 919-label chromatin head"),
     ("evaluate",): ("pipelines.evaluate", "evaluate fine-tuned checkpoints with reverse-complement ensembling"),
     ("score-variants",): ("pipelines.score_variants", "score VCF variants with a fine-tuned checkpoint"),
+    ("ism",): ("pipelines.ism", "in-silico saturation mutagenesis: every base of a region to every other, scored"),
     ("data", "fetch"): ("pipelines.data", "download an external data set listed in data_manifests/"),
     ("data", "verify"): ("pipelines.data", "verify downloaded data sets against their checksums"),
 }
