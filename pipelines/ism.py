@@ -196,7 +196,7 @@ def plot_map(smap: SaturationMap, path: Path, features: list[str]) -> Path:
         limit = float(np.abs(smap.diff[:, :, j]).max()) or 1.0
         image = heat.imshow(smap.diff[:, :, j].T, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit,
                             interpolation="nearest")
-        heat.scatter(reference_cols, reference_rows, s=6, c="black", marker="o", linewidths=0)
+        heat.scatter(reference_cols, reference_rows, s=9, c="white", edgecolors="black", linewidths=0.6)
         heat.set_yticks(range(len(BASES)), list(BASES))
         if length <= 120:
             heat.set_xticks(positions, list(smap.reference), fontsize=6, family="monospace")
