@@ -33,9 +33,17 @@ if TYPE_CHECKING:
     from genomics_bigbird.score.ism import SaturationMap
 
 H5_SUFFIXES = (".h5", ".hdf5")
+OUTPUT_HELP = """--out (HDF5), bases in the order A, C, G, T:
+  diff           (positions, 4, features) alt - ref, as score-variants' diff; exactly 0 at the reference base
+  log_odds_diff  (positions, 4, features) logit(alt) - logit(ref); exactly 0 at the reference base
+  reference      (positions, 4) True at the reference base
+  importance     (positions, features) mean |diff| over the substituted bases
+  position       (positions,) 1-based coordinates; features/name; attrs contig, start, end, sequence, width"""
 
 
 def add_arguments(parser: argparse.ArgumentParser, command: tuple[str, ...]) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = OUTPUT_HELP
     parser.add_argument("--fasta", required=True, type=Path, help="reference FASTA (plain or bgzip)")
     parser.add_argument("--region", required=True, help="chr:start-end, 1-based and inclusive (commas allowed)")
     parser.add_argument("--checkpoint", required=True, type=Path, help="fine-tuned checkpoint directory (gbb finetune)")

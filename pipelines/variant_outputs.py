@@ -190,6 +190,8 @@ class MatrixWriter:
             self._flush(last=True)  # the last, partial chunk
 
     def write(self, batch: ScoredBatch) -> None:
+        if self.path is None:
+            return
         matrices = {"ref": batch.ref, "alt": batch.alt, "diff": batch.diff, "abs_diff": batch.abs_diff,
                     "log_odds_diff": batch.log_odds_diff}
         self.write_columns(variant_columns(batch), matrices)

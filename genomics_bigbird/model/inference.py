@@ -14,6 +14,7 @@ scores differ by the sequence change alone, never by a different random-block dr
 from __future__ import annotations
 
 import contextlib
+import itertools
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -28,12 +29,13 @@ def padded_length(num_tokens: int, length_multiple: int, max_tokens: int | None 
 
 def pad_rows(rows: Sequence[Sequence[int]], pad_id: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Token rows right-padded to `length`: (input_ids, attention_mask), both (n, length), mask True = token."""
-    input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), length), dtype=torch.bool)
-    for i, row in enumerate(rows):
-        input_ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
-        attention_mask[i, : len(row)] = True
-    return input_ids, attention_mask
+    counts = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
+    attention_mask = np.arange(length)[None, :] < counts[:, None]  # (n, length)
+    input_ids = np.full((len(rows), length), pad_id, dtype=np.int64)
+    if len(rows):
+        input_ids[attention_mask] = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64,
+                                                count=int(counts.sum()))
+    return torch.from_numpy(input_ids), torch.from_numpy(attention_mask)
 
 
 def _probabilities(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -44,7 +46,8 @@ def _probabilities(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
     batches that `predict_rows` yields.
     """
     was_training = model.training
-    model.eval()
+    if was_training:  # switching modes walks every submodule: only when needed
+        model.eval()
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 else contextlib.nullcontext())
     try:
@@ -52,7 +55,8 @@ def _probabilities(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
             logits = model(input_ids.to(device), attention_mask.to(device))
         return torch.sigmoid(logits.float()).cpu().numpy()
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
 
 
 def predict_rows(model: torch.nn.Module, rows: Iterable[tuple], *, pad_id: int,

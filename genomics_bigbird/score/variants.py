@@ -20,6 +20,7 @@ the scores.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Protocol, Sequence
@@ -54,7 +55,7 @@ class ScoredBatch:
     alt: np.ndarray
     progress: int = 0  # input units read so far (VCF records, ISM positions): for progress bars
 
-    @property
+    @functools.cached_property
     def diff(self) -> np.ndarray:
         """alt - ref per feature."""
         return self.alt - self.ref
@@ -64,7 +65,7 @@ class ScoredBatch:
         """|alt - ref| per feature."""
         return np.abs(self.diff)
 
-    @property
+    @functools.cached_property
     def log_odds_diff(self) -> np.ndarray:
         """logit(alt) - logit(ref) per feature (clipped probabilities; NaN rows stay NaN)."""
         return logit(self.alt) - logit(self.ref)

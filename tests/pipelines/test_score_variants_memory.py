@@ -1,7 +1,8 @@
 """`gbb score-variants --h5` keeps its memory flat: RSS growth per variant between 30k and 60k variants < 1 KB.
 
 The loop is the pipeline's (VCF -> `score_variants` -> `TableWriter` + `MatrixWriter`) with 919
-features, as DeepSEA's, and a toy model that counts bases, so 60k variants take seconds. It runs in
+features, as DeepSEA's, a one-token-per-base tokenizer and a toy model that counts bases, so 60k
+variants take seconds. It runs in
 a fresh interpreter whose resident set size is read after 30k and 60k variants. Writing a few rows
 at a time into 71-row compressed chunks grew it by about 1.4 KB per variant here (2-3 KB in a user's
 run of 200k variants); whole-chunk writes keep it flat.
@@ -12,6 +13,8 @@ import sys
 
 import numpy as np
 
+from genomics_bigbird.tokenizer import DNATokenizer
+
 N_VARIANTS, FEATURES, WIDTH = 60_000, 919, 16
 
 PROBE = """
@@ -21,22 +24,17 @@ from pathlib import Path
 from genomics_bigbird.genome import ReferenceGenome
 from genomics_bigbird.genome.variants import VariantSource
 from genomics_bigbird.score.variants import score_variants
+from genomics_bigbird.tokenizer import DNATokenizer
 from pipelines.variant_outputs import MatrixWriter, TableWriter
 
 root, n_features, width = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-
-
-class CharTokenizer:
-    pad_id, unk_id, cls_id, sep_id, mask_id = 0, 1, 2, 3, 4
-    ids = {"A": 5, "C": 6, "G": 7, "T": 8, "N": 9}
-
-    def encode_batch(self, sequences):
-        return [[self.ids[b] for b in s] for s in sequences]
+tokenizer = DNATokenizer.load(root / "bases.model")  # one token per base
+a, t = (tokenizer.encode(base)[0] for base in "AT")
 
 
 class BaseCounter(torch.nn.Module):
     def forward(self, input_ids, attention_mask):
-        score = ((input_ids == 5) & attention_mask).sum(1).float() - ((input_ids == 8) & attention_mask).sum(1).float()
+        score = ((input_ids == a) & attention_mask).sum(1).float() - ((input_ids == t) & attention_mask).sum(1).float()
         return score[:, None] * torch.linspace(-0.25, 0.25, n_features)[None, :]
 
 
@@ -50,7 +48,7 @@ features, marks, n = [f"f{i}" for i in range(n_features)], {}, 0
 with ReferenceGenome(root / "g.fa") as genome:
     source = VariantSource(root / "v.vcf", genome, width)
     with TableWriter(root / "s.tsv", features) as table, MatrixWriter(root / "s.h5", features) as matrices:
-        for batch in score_variants(BaseCounter(), CharTokenizer(), source, num_features=n_features, batch_size=16,
+        for batch in score_variants(BaseCounter(), tokenizer, source, num_features=n_features, batch_size=16,
                                     length_multiple=8):
             table.write(batch)
             matrices.write(batch)
@@ -72,6 +70,8 @@ def test_rss_growth_per_variant_with_h5_stays_under_1_kb(tmp_path):
         ref = contig[pos - 1]
         lines.append(f"chr1\t{pos}\t.\t{ref}\t{'ACGT'[('ACGT'.index(ref) + 1) % 4]}\t.\tPASS\t.")
     (tmp_path / "v.vcf").write_text("\n".join(lines) + "\n")
+    DNATokenizer.train([contig[i:i + 500] for i in range(0, 50_000, 500)], vocab_size=10,
+                       model_prefix=tmp_path / "bases")
     done = subprocess.run([sys.executable, "-c", PROBE, str(tmp_path), str(FEATURES), str(WIDTH)],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
