@@ -13,17 +13,16 @@ change alone. Per feature, with the conventions of Kipoi's veff and Selene:
 
 Variants that were not scored keep their row, with NaN scores. Scoring streams group by group
 (`genomics_bigbird.genome.variants.group_variants`): a group of at most `batch_size` scored
-variants is tokenized (`tokenize_group`, in DataLoader workers when asked), predicted
-(`predict_group`), yielded as one `ScoredBatch` and dropped, so memory does not grow with the
-input. The groups and their forward passes do not depend on the number of workers, so neither do
-the scores.
+variants is tokenized (`tokenize_group`), predicted (`predict_group`), yielded as one
+`ScoredBatch` and dropped, so memory does not grow with the input. Both steps can run in
+DataLoader workers (`score_variants`); the groups and their forward passes do not depend on the
+number of workers, so neither do the scores.
 """
 from __future__ import annotations
 
 import functools
-import logging
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -34,8 +33,6 @@ from genomics_bigbird.genome.sequence import reverse_complement
 from genomics_bigbird.genome.variants import VariantGroup, VariantWindows, group_variants
 from genomics_bigbird.model import collect_predictions, predict_rows
 from genomics_bigbird.model.inference import padded_length
-
-log = logging.getLogger(__name__)
 
 PROBABILITY_EPS = 1e-7  # logit(1 - 1e-7) = 16.1: finite log-odds for saturated predictions
 
@@ -166,21 +163,28 @@ class _WorkerFailure:
     error: InputError
 
 
-class TokenizedGroups(IterableDataset):
-    """Tokenized groups of a source; in DataLoader worker k of n, the groups k, k + n, k + 2n, ..."""
+class _Then:
+    """`second(first(x))`, picklable (DataLoader workers may be spawned)."""
 
-    def __init__(self, source: GroupedVariants, tokenizer, *, group_size: int, length_multiple: int = 64,
-                 max_tokens: int | None = None):
-        self.source, self.tokenizer, self.group_size = source, tokenizer, group_size
-        self.length_multiple, self.max_tokens = length_multiple, max_tokens
+    def __init__(self, first: Callable, second: Callable):
+        self.first, self.second = first, second
 
-    def __iter__(self) -> Iterator[TokenizedGroup | _WorkerFailure]:
+    def __call__(self, item):
+        return self.second(self.first(item))
+
+
+class GroupWork(IterableDataset):
+    """`work(group)` for each group of a source; in DataLoader worker k of n, for the groups k, k + n, k + 2n, ..."""
+
+    def __init__(self, source: GroupedVariants, work: Callable[[VariantGroup], Any], group_size: int):
+        self.source, self.work, self.group_size = source, work, group_size
+
+    def __iter__(self) -> Iterator:
         worker = get_worker_info()
         part, parts = (worker.id, worker.num_workers) if worker is not None else (0, 1)
         try:
             for group in self.source.groups(self.group_size, part, parts):
-                yield tokenize_group(group, self.tokenizer, length_multiple=self.length_multiple,
-                                     max_tokens=self.max_tokens)
+                yield self.work(group)
         except InputError as err:
             if worker is None:
                 raise
@@ -191,17 +195,16 @@ def _unchanged(item):
     return item
 
 
-def tokenized_groups(source: GroupedVariants, tokenizer, *, group_size: int, workers: int = 0,
-                     length_multiple: int = 64, max_tokens: int | None = None) -> Iterator[TokenizedGroup]:
-    """The source's tokenized groups in input order, prepared by `workers` processes (0: this one).
+def in_groups(source: GroupedVariants, work: Callable[[VariantGroup], Any], *, group_size: int,
+              workers: int = 0) -> Iterator:
+    """`work(group)` for every group of `source`, in input order, done by `workers` processes (0: this one).
 
-    Worker k reads the whole input but cuts windows and tokenizes only its own groups; the
-    DataLoader hands the groups back round-robin, which is the input order.
+    Worker k reads the whole input but cuts windows and works only on its own groups; the
+    DataLoader hands the results back round-robin, which is the input order.
     """
     if workers < 0:
         raise ValueError(f"workers must be 0 or more, got {workers}")
-    dataset = TokenizedGroups(source, tokenizer, group_size=group_size, length_multiple=length_multiple,
-                              max_tokens=max_tokens)
+    dataset = GroupWork(source, work, group_size)
     if workers == 0:
         yield from dataset
         return
@@ -216,23 +219,30 @@ def score_variants(model: torch.nn.Module, tokenizer, windows: GroupedVariants |
                    max_tokens: int | None = None, length_multiple: int = 64, workers: int = 0) -> Iterator[ScoredBatch]:
     """Score variants in input order, yielding one `ScoredBatch` per group (unscored variants get NaN rows).
 
-    `windows` is a source with `groups` (`VariantSource`, `SaturationSource`: windows are cut and
-    tokenized by `workers` DataLoader processes) or any iterable of `VariantWindows`. A group holds
-    `batch_size` scored variants, about four forward passes of `batch_size` windows. Pass the
-    model's block size as `length_multiple` and its positions as `max_tokens` (a longer window is
-    an InputError).
+    `windows` is a source with `groups` (`VariantSource`, `SaturationSource`) or any iterable of
+    `VariantWindows`. A group holds `batch_size` scored variants, about four forward passes of
+    `batch_size` windows. Pass the model's block size as `length_multiple` and its positions as
+    `max_tokens` (a longer window is an InputError).
+
+    With `workers` > 0, DataLoader processes cut and tokenize the windows of a source's groups; on
+    CPU they also run the model (one thread each), since the forward pass is the other CPU-bound
+    half of the work, and this process only collects. Groups and forward passes are the same
+    whatever `workers`, so the scores are too (run at one thread per process, they are identical).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     options = dict(length_multiple=length_multiple, max_tokens=max_tokens)
-    if hasattr(windows, "groups"):
-        groups = tokenized_groups(windows, tokenizer, group_size=batch_size, workers=workers, **options)
+    tokenize = functools.partial(tokenize_group, tokenizer=tokenizer, **options)
+    predict = functools.partial(predict_group, model, pad_id=tokenizer.pad_id, num_features=num_features,
+                                batch_size=batch_size, device=device, **options)
+    if not hasattr(windows, "groups"):
+        for group in group_variants(enumerate(windows, start=1), batch_size, fill=_unchanged):
+            yield predict(tokenize(group))
+    elif workers > 0 and torch.device(device).type == "cpu":
+        yield from in_groups(windows, _Then(tokenize, predict), group_size=batch_size, workers=workers)
     else:
-        plain = group_variants(enumerate(windows, start=1), batch_size, fill=_unchanged)
-        groups = (tokenize_group(group, tokenizer, **options) for group in plain)
-    for group in groups:
-        yield predict_group(model, group, pad_id=tokenizer.pad_id, num_features=num_features, batch_size=batch_size,
-                            device=device, **options)
+        for group in in_groups(windows, tokenize, group_size=batch_size, workers=workers):
+            yield predict(group)
 
 
 def predict_windows(model: torch.nn.Module, tokenizer, sequences: Sequence[str], *, batch_size: int = 16,
