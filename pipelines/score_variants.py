@@ -79,8 +79,8 @@ def add_window_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default 16)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     parser.add_argument("--workers", type=int, default=0,
-                        help="processes that cut and tokenize windows while the model runs (default 0: "
-                             "the main process); results do not depend on it")
+                        help="DataLoader processes that cut and tokenize windows, and on CPU also run the model "
+                             "(one thread each); default 0: all in the main process. Results do not depend on it")
 
 
 def run(args: argparse.Namespace) -> int:
