@@ -20,6 +20,7 @@ number of workers, so neither do the scores.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
@@ -195,6 +196,13 @@ def _unchanged(item):
     return item
 
 
+def _for_transfer(batch: ScoredBatch) -> ScoredBatch:
+    """A worker's batch as the main process needs it: log-odds computed here, window sequences left behind."""
+    batch.log_odds_diff  # noqa: B018 (cached on the batch, so the worker computes it, not the main process)
+    batch.variants = [dataclasses.replace(v, ref_seq="", alt_seq="") if v.scored else v for v in batch.variants]
+    return batch
+
+
 def in_groups(source: GroupedVariants, work: Callable[[VariantGroup], Any], *, group_size: int,
               workers: int = 0) -> Iterator:
     """`work(group)` for every group of `source`, in input order, done by `workers` processes (0: this one).
@@ -226,7 +234,8 @@ def score_variants(model: torch.nn.Module, tokenizer, windows: GroupedVariants |
 
     With `workers` > 0, DataLoader processes cut and tokenize the windows of a source's groups; on
     CPU they also run the model (one thread each), since the forward pass is the other CPU-bound
-    half of the work, and this process only collects. Groups and forward passes are the same
+    half of the work, and this process only collects (the batches' variants then come without
+    their window sequences, which stay in the workers). Groups and forward passes are the same
     whatever `workers`, so the scores are too (run at one thread per process, they are identical).
     """
     if batch_size < 1:
@@ -239,7 +248,8 @@ def score_variants(model: torch.nn.Module, tokenizer, windows: GroupedVariants |
         for group in group_variants(enumerate(windows, start=1), batch_size, fill=_unchanged):
             yield predict(tokenize(group))
     elif workers > 0 and torch.device(device).type == "cpu":
-        yield from in_groups(windows, _Then(tokenize, predict), group_size=batch_size, workers=workers)
+        work = _Then(_Then(tokenize, predict), _for_transfer)
+        yield from in_groups(windows, work, group_size=batch_size, workers=workers)
     else:
         for group in in_groups(windows, tokenize, group_size=batch_size, workers=workers):
             yield predict(group)
