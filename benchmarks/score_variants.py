@@ -1,8 +1,11 @@
-"""Variant scoring throughput (variants/s) with RC ensembling at 8 kbp, ours vs baselines; prints JSON.
+"""Variant scoring throughput (variants/s) and ISM throughput (positions/s) at 8 kbp, ours vs baselines; prints JSON.
 
 Each variant is four windows (ref, alt and their reverse complements). The timed path is the one
 `gbb score-variants` runs: VCF record -> FASTA windows -> tokenization -> model -> scores
 (`genomics_bigbird.score.score_variants`), with a random-weight classifier of 919 features.
+In-silico mutagenesis is timed on the path `gbb ism` runs (`SaturationSource` -> the same
+`score_variants` -> `saturation_map`): a position is three SNVs, whose reference windows are
+shared, so about 8 windows per position.
 Models: our encoder with BigBird (config block size) and with dense SDPA attention (`full`), and
 HF transformers `BigBirdForSequenceClassification` (block_sparse, 3 random blocks) of the same
 shape behind the same path, when `transformers` is importable. Target: >= 300 variants/s on one
@@ -33,9 +36,11 @@ if __package__ in (None, ""):   # run as a file: make the repository's `benchmar
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.harness import environment, finish, problems  # noqa: E402
 from genomics_bigbird.genome import ReferenceGenome  # noqa: E402
+from genomics_bigbird.genome.mutagenesis import SaturationSource  # noqa: E402
 from genomics_bigbird.genome.variants import VariantSource  # noqa: E402
 from genomics_bigbird.model import EncoderConfig, build_classifier  # noqa: E402
 from genomics_bigbird.score import score_variants  # noqa: E402
+from genomics_bigbird.score.ism import saturation_map  # noqa: E402
 from genomics_bigbird.tokenizer import DNATokenizer  # noqa: E402
 from pipelines.config import load_config, to_dict  # noqa: E402
 
@@ -139,6 +144,7 @@ def run_one(name: str, base: EncoderConfig, args, fasta: Path, vcf_warmup: Path,
                        "windows_per_s": 4 * n / elapsed,
                        "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30
                        if device.type == "cuda" else None})
+        result.update(time_ism(model, tokenizer, genome, args, options, device))
     except torch.OutOfMemoryError:
         result["out_of_memory"] = True
     except Exception as err:  # recorded, and the run exits 1; the other models still run
@@ -152,6 +158,19 @@ def run_one(name: str, base: EncoderConfig, args, fasta: Path, vcf_warmup: Path,
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return result
+
+
+def time_ism(model: torch.nn.Module, tokenizer: DNATokenizer, genome: ReferenceGenome, args, options: dict,
+             device: torch.device) -> dict:
+    """ISM positions/s over `args.ism_positions` bases of chr2, after the variants (same padded lengths, warm)."""
+    start = args.width  # away from the contig start: no N padding
+    source = SaturationSource(genome, "chr2", start, start + args.ism_positions, args.width)
+    synchronize(device)
+    tick = time.perf_counter()
+    saturation_map(score_variants(model, tokenizer, source, **options), source, [str(i) for i in range(args.features)])
+    synchronize(device)
+    elapsed = time.perf_counter() - tick
+    return {"ism_positions": len(source), "ism_seconds": elapsed, "ism_positions_per_s": len(source) / elapsed}
 
 
 def synchronize(device: torch.device) -> None:
@@ -170,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", type=int, help="timed variants (default 2000; quick: 12)")
     parser.add_argument("--warmup", type=int, help="untimed variants first (default 128; quick: 4)")
     parser.add_argument("--batch-size", type=int, help="windows per forward pass (default 64; quick: 8)")
+    parser.add_argument("--ism-positions", type=int, help="bases of the timed ISM region (default 200; quick: 4)")
     parser.add_argument("--features", type=int, default=919, help="classifier outputs (default 919, DeepSEA)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="also write the JSON here")
@@ -180,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     args.variants = args.variants or (12 if quick else 2000)
     args.warmup = args.warmup if args.warmup is not None else (4 if quick else 128)
     args.batch_size = args.batch_size or (8 if quick else 64)
+    args.ism_positions = args.ism_positions or (4 if quick else 200)
     device = torch.device("cuda" if torch.cuda.is_available() and not quick else "cpu")
     config_path = args.config or ROOT / "configs" / "model" / ("tiny.yaml" if quick else "base.yaml")
     names = [name.strip() for name in args.models.split(",") if name.strip()]
@@ -214,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     for result in results:
         if baseline and "variants_per_s" in result:
             result["speedup_vs_full"] = result["variants_per_s"] / baseline["variants_per_s"]
+        if baseline and "ism_positions_per_s" in result:
+            result["ism_speedup_vs_full"] = result["ism_positions_per_s"] / baseline["ism_positions_per_s"]
     ours = next((r for r in results if r["model"] == "bigbird" and "variants_per_s" in r), None)
     report = {"benchmark": "score_variants", **env,
               "dtype": "bfloat16 autocast" if device.type == "cuda" else "float32",

@@ -34,6 +34,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("score-variants",): ("pipelines.score_variants", "score VCF variants with a fine-tuned checkpoint"),
     ("convert", "from-hf"): ("pipelines.convert", "import a Hugging Face BigBird model (e.g. GENA-LM) as our checkpoint"),
     ("convert", "to-hf"): ("pipelines.convert", "export our checkpoint as a Hugging Face BigBird model directory"),
+    ("ism",): ("pipelines.ism", "in-silico saturation mutagenesis: every base of a region to every other, scored"),
     ("data", "fetch"): ("pipelines.data", "download an external data set listed in data_manifests/"),
     ("data", "verify"): ("pipelines.data", "verify downloaded data sets against their checksums"),
 }

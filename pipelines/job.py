@@ -54,6 +54,7 @@ class Job:
         if not self.quiet:
             console = logging.StreamHandler(sys.stderr)
             console.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
+            console.addFilter(lambda record: not getattr(record, "log_file_only", False))
             self._handlers.append(console)
         # Pipelines log as gbb.*, the library as genomics_bigbird.*: both go to the job's log.
         for logger_name in _CAPTURED:
@@ -81,8 +82,8 @@ class Job:
                 write_manifest(self.out_dir, command=self.name, inputs=self.inputs, config=self.config,
                                seed=self.seed, outputs=self.outputs, runtime=runtime, name=self.manifest_name)
                 self.log.info("done in %.1f s", elapsed)
-            else:
-                self.log.error("failed after %.1f s: %s", elapsed, exc)
+            else:  # the console gets the error once, from whoever handles it (gbb prints it in one line)
+                self.log.error("failed after %.1f s: %s", elapsed, exc, extra={"log_file_only": True})
         finally:
             warnings.showwarning = self._showwarning
             for logger_name in _CAPTURED:

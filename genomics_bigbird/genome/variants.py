@@ -10,21 +10,21 @@ Window rule (VCF positions are 1-based; `p = POS - 1` is the 0-based first REF b
 - bases beyond a contig end are `N`; `n_padded` is the larger count of the two windows and
   such a variant gets status `padded` (it is still scored).
 
-Statuses: `ok`, `padded` (scored) and `ref_mismatch` (REF differs from the FASTA, or runs past
-the contig end), `symbolic_alt` (`<DEL>`, `<*>`, `*`), `breakend` (`A[chr2:5[`, `A.`),
-`unknown_contig`, `no_alt` (ALT is `.`): not scored, with empty sequences. Every record passing
-the region/BED filters is yielded once per ALT (once for `no_alt`), in file order.
+Every record passing the region/BED filters is yielded once per ALT (once for `no_alt` when ALT
+is `.`), in file order, with one of the STATUSES below; only `ok` and `padded` carry windows.
+REF and sequence ALTs are reported upper case; symbolic and breakend ALTs exactly as written
+(a breakend's mate contig is a name, and names are case-sensitive).
 """
 from __future__ import annotations
 
 import bisect
-import gzip
+import dataclasses
 import logging
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 import pysam
 
@@ -32,13 +32,28 @@ from genomics_bigbird.errors import InputError
 from genomics_bigbird.genome.intervals import read_bed
 from genomics_bigbird.genome.reference import ReferenceGenome, contig_key
 from genomics_bigbird.genome.sequence import normalize
+from genomics_bigbird.genome.vcf import count_records, header_problem, quiet_htslib, record_problem
 
 log = logging.getLogger(__name__)
 
+# status -> meaning; the order is the order of the checks (the first that applies wins)
+STATUSES = {
+    "ok": "scored",
+    "padded": "scored; the window runs past a contig end and n_padded of its bases are N",
+    "unknown_contig": "CHROM is not in the FASTA (chr1 and 1, chrM and MT name each other)",
+    "telomere": "POS is 0 or the contig length + 1: a telomere mark (VCF 4.2 section 1.6.1), not a base",
+    "no_alt": "ALT is . or an allele is empty (e.g. `A,`): nothing to compare with",
+    "spanning_deletion": "ALT is *: this position lies inside a deletion given by another record",
+    "symbolic_alt": "ALT is symbolic (<DEL>, <INS>, <*>, <NON_REF>...): no sequence to score",
+    "breakend": "ALT is a breakend (G[chr7:100[, ]chr2:5]A, A. or .A): a rearrangement, not a local change",
+    "ref_mismatch": "REF differs from the FASTA at POS, or runs past the contig end",
+}
 SCORED = ("ok", "padded")
 _BREAKEND = re.compile(r"[\[\]]|^\.|\.$")
 _REGION = re.compile(r"^([^:\s]+)(?::([\d,]+)(?:-([\d,]+))?)?$")
-_VCF_COLUMNS = ["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO"]
+_KIND_STATUS = {"missing": "no_alt", "spanning_deletion": "spanning_deletion", "symbolic": "symbolic_alt",
+                "breakend": "breakend"}
+GROUP_UNSCORED = 8  # a group holds at most this many times `size` variants (bounds memory when few score)
 
 
 @dataclass(frozen=True)
@@ -50,7 +65,7 @@ class VariantWindows:
     id: str               # VCF ID ("." when missing)
     ref: str
     alt: str
-    allele: int           # ALT index in VCF terms: 1 = first ALT (0 for `no_alt`)
+    allele: int           # ALT index in VCF terms: 1 = first ALT (0 for `no_alt` when ALT is `.`)
     status: str
     ref_seq: str
     alt_seq: str
@@ -63,9 +78,21 @@ class VariantWindows:
         return self.status in SCORED
 
 
+@dataclass
+class VariantGroup:
+    """Consecutive variants scored together, and how far the input had been read at the last of them."""
+
+    variants: list[VariantWindows]
+    progress: int  # input units (VCF records, ISM positions) read up to and including this group
+
+
 def allele_kind(alt: str) -> str:
-    """Classify an ALT allele: "breakend", "symbolic" (`<DEL>`, `<*>`, `*`) or "sequence"."""
-    if alt.startswith("<") or alt == "*":
+    """Classify an ALT allele: "sequence", "missing" (`.`), "spanning_deletion" (`*`), "symbolic" or "breakend"."""
+    if alt in (".", ""):
+        return "missing"
+    if alt == "*":
+        return "spanning_deletion"
+    if alt.startswith("<"):
         return "symbolic"
     if _BREAKEND.search(alt):
         return "breakend"
@@ -84,6 +111,37 @@ def variant_windows(genome: ReferenceGenome, contig: str, pos: int, ref: str, al
     alt_seq = (ref_seq[:offset] + alt + right)[:width]
     pad_left = min(max(0, -start), offset)
     return ref_seq, alt_seq, max(pad_ref, pad_left + pad_right)
+
+
+def with_windows(variant: VariantWindows, genome: ReferenceGenome, contig: str, width: int) -> VariantWindows:
+    """A placeable variant (status ok, no windows yet) with its windows cut, `padded` when they leave the contig."""
+    ref_seq, alt_seq, n_padded = variant_windows(genome, contig, variant.pos, variant.ref, variant.alt, width)
+    return dataclasses.replace(variant, ref_seq=ref_seq, alt_seq=alt_seq, n_padded=n_padded,
+                               status="padded" if n_padded else "ok")
+
+
+def group_variants(candidates: Iterable[tuple[int, VariantWindows]], size: int,
+                   fill: Callable[[VariantWindows], VariantWindows], part: int = 0,
+                   parts: int = 1) -> Iterator[VariantGroup]:
+    """Cut `(progress, variant)` candidates into groups; yield every `parts`-th group from `part`, windows filled.
+
+    A group closes at `size` scorable variants or `GROUP_UNSCORED x size` variants. Grouping looks
+    only at statuses, so every part sees the same groups and `fill` (cutting windows) runs only
+    for its own: parts are the DataLoader workers, and the groups' order is the input order.
+    """
+    if size < 1:
+        raise ValueError(f"group size must be positive, got {size}")
+    group: list[VariantWindows] = []
+    n_scored = index = progress = 0
+    for progress, variant in candidates:
+        group.append(variant)
+        n_scored += variant.scored
+        if n_scored == size or len(group) >= GROUP_UNSCORED * size:
+            if index % parts == part:
+                yield VariantGroup([fill(v) if v.scored else v for v in group], progress)
+            group, n_scored, index = [], 0, index + 1
+    if group and index % parts == part:
+        yield VariantGroup([fill(v) if v.scored else v for v in group], progress)
 
 
 def parse_region(region: str) -> tuple[str, int | None, int | None]:
@@ -129,71 +187,13 @@ class BedFilter:
         return i + 1 < len(starts) and starts[i + 1] < max(end, start + 1)
 
 
-def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
-    with open(path, "rb") as probe:
-        opener = gzip.open if probe.read(2) == b"\x1f\x8b" else open
-    with opener(path, "rt", encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, start=1):
-            yield number, line.rstrip("\r\n")
-
-
-def _header_problem(path: Path) -> InputError:
-    """Find the line that makes a VCF header unreadable (pysam says only 'invalid header')."""
-    if _is_binary(path):
-        return InputError("BCF header could not be read (truncated or corrupt file?)", path)
-    for number, line in _text_lines(path):
-        if number == 1 and not line.startswith("##fileformat=VCF"):
-            return InputError("not a VCF: the first line must be ##fileformat=VCFv4.x", path, 1)
-        if line.startswith("##"):
-            value = line.partition("=")[2]
-            if "=" not in line or (value.startswith("<") and not value.endswith(">")):
-                return InputError(f"malformed meta-information line: {line[:80]!r}", path, number)
-        elif line.startswith("#"):
-            if line.split("\t")[:8] != _VCF_COLUMNS:
-                return InputError("the #CHROM line must have the tab-separated columns "
-                                  f"{' '.join(_VCF_COLUMNS)} [FORMAT samples...]", path, number)
-            break
-        else:
-            return InputError("header has no #CHROM line before the first record", path, number)
-    return InputError("VCF header could not be read", path)
-
-
-def _is_bcf(path: Path) -> bool:
-    with gzip.open(path, "rb") as handle:
-        return handle.read(3) == b"BCF"
-
-
-def _record_problem(path: Path, region: tuple | None, ordinal: int, err: Exception) -> InputError:
-    """Point at the malformed record number `ordinal` (0-based among records read) by its line."""
-    if _is_binary(path):
-        return InputError(f"malformed BCF record #{ordinal + 1} ({err})", path)
-    if region is None:
-        data_lines = ((n, line) for n, line in _text_lines(path) if line and not line.startswith("#"))
-        target = None
-    else:
-        with pysam.TabixFile(str(path)) as tabix:
-            target = next((t for i, t in enumerate(tabix.fetch(*region)) if i == ordinal), None)
-        data_lines = ((n, line) for n, line in _text_lines(path) if line == target)
-    for i, (number, line) in enumerate(data_lines):
-        if target is not None or i == ordinal:
-            columns = "tab-separated CHROM POS ID REF ALT QUAL FILTER INFO, POS a positive integer"
-            return InputError(f"malformed VCF record {line[:60]!r} (expected {columns})", path, number)
-    return InputError(f"malformed VCF record #{ordinal + 1} ({err})", path)
-
-
-def _is_binary(path: Path) -> bool:
-    with open(path, "rb") as probe:
-        magic = probe.read(3)
-    return magic == b"BCF" or (magic[:2] == b"\x1f\x8b" and _is_bcf(path))
-
-
 class VariantSource:
     """Stream `VariantWindows` from a VCF / VCF.gz / BCF with optional region, BED filter and sharding.
 
     Memory stays bounded: one record at a time (plus the merged BED intervals). `shard(rank,
     world_size)` keeps the records whose `record_index % world_size == rank`, so every ALT of a
     record lands on the same rank and sorting the union by (record_index, allele) restores the
-    unsharded order.
+    unsharded order. htslib's own console messages are silenced while the file is read.
     """
 
     def __init__(self, vcf: str | os.PathLike, genome: ReferenceGenome, width: int, *,
@@ -216,11 +216,28 @@ class VariantSource:
         return VariantSource(self.path, self.genome, self.width, region=self.region, bed=self.bed,
                              rank=rank, world_size=world_size)
 
+    def count_records(self) -> int:
+        """VCF records this source reads (all of them, or those of `region`), before the BED filter and sharding."""
+        with quiet_htslib(), self._open() as vcf:
+            _, fetch_args = self._records(vcf)
+            return count_records(vcf, self.path, fetch_args)
+
+    def __iter__(self) -> Iterator[VariantWindows]:
+        for _, variant in self._candidates():
+            yield self._fill(variant) if variant.scored else variant
+
+    def groups(self, size: int, part: int = 0, parts: int = 1) -> Iterator[VariantGroup]:
+        """Groups of consecutive variants (`group_variants`); `progress` counts the VCF records read."""
+        return group_variants(self._candidates(), size, self._fill, part, parts)
+
+    def _fill(self, variant: VariantWindows) -> VariantWindows:
+        return with_windows(variant, self.genome, self.genome.resolve(variant.chrom), self.width)
+
     def _open(self) -> pysam.VariantFile:
         try:
             return pysam.VariantFile(str(self.path))
         except (ValueError, OSError):
-            raise _header_problem(self.path) from None
+            raise header_problem(self.path) from None
 
     def _records(self, vcf: pysam.VariantFile) -> tuple[Iterator, tuple | None]:
         if self.region is None:
@@ -238,10 +255,11 @@ class VariantSource:
         fetch_args = (match[0], start, end)
         return vcf.fetch(*fetch_args), fetch_args
 
-    def __iter__(self) -> Iterator[VariantWindows]:
+    def _candidates(self) -> Iterator[tuple[int, VariantWindows]]:
+        """(records read, variant) for every (record, ALT) kept, in file order; scorable ones without windows."""
         contig_of: dict[str, str | None] = {}
-        with self._open() as vcf:
-            records, region = self._records(vcf)
+        with quiet_htslib(), self._open() as vcf:
+            records, fetch_args = self._records(vcf)
             ordinal, kept = 0, -1
             while True:
                 try:
@@ -249,7 +267,7 @@ class VariantSource:
                 except StopIteration:
                     break
                 except (OSError, ValueError) as err:
-                    raise _record_problem(self.path, region, ordinal, err) from None
+                    raise record_problem(self.path, fetch_args, ordinal, err) from None
                 ordinal += 1
                 if self._bed is not None and not self._bed.overlaps(record.chrom, record.start, record.stop):
                     continue
@@ -263,27 +281,28 @@ class VariantSource:
                         contig_of[record.chrom] = None
                         log.warning("%s: contig %s is not in the FASTA; its variants get status unknown_contig",
                                     self.path, record.chrom)
-                yield from self._windows(record, contig_of[record.chrom], kept)
+                for variant in self._statuses(record, contig_of[record.chrom], kept):
+                    yield ordinal, variant
 
-    def _windows(self, record, contig: str | None, index: int) -> Iterator[VariantWindows]:
+    def _statuses(self, record, contig: str | None, index: int) -> Iterator[VariantWindows]:
+        """The record's variants with their status (`STATUSES`' order); scorable ones as `ok`, without windows."""
         ref = record.ref.upper()
         alts = record.alts or (".",)
-        ref_ok = contig is not None and self._ref_matches(contig, record.start, ref)
+        telomere = contig is not None and record.pos in (0, self.genome.contigs[contig] + 1)
+        ref_ok = contig is not None and not telomere and self._ref_matches(contig, record.start, ref)
         for allele, alt in enumerate(alts, start=1 if record.alts else 0):
-            kind = allele_kind(alt) if record.alts else "none"
-            ref_seq = alt_seq = ""
-            n_padded = 0
+            kind = allele_kind(alt)
             if contig is None:
                 status = "unknown_contig"
+            elif telomere:
+                status = "telomere"
             elif kind != "sequence":
-                status = {"none": "no_alt", "symbolic": "symbolic_alt", "breakend": "breakend"}[kind]
-            elif not ref_ok:
-                status = "ref_mismatch"
+                status = _KIND_STATUS[kind]
             else:
-                ref_seq, alt_seq, n_padded = variant_windows(self.genome, contig, record.pos, ref, alt, self.width)
-                status = "padded" if n_padded else "ok"
-            yield VariantWindows(record.chrom, record.pos, record.id or ".", ref, alt.upper(), allele, status,
-                                 ref_seq, alt_seq, n_padded, index)
+                status = "ok" if ref_ok else "ref_mismatch"
+            shown = alt.upper() if kind == "sequence" else alt
+            yield VariantWindows(record.chrom, record.pos, record.id or ".", ref, shown, allele, status,
+                                 "", "", 0, index)
 
     def _ref_matches(self, contig: str, start: int, ref: str) -> bool:
         end = start + len(ref)

@@ -98,7 +98,7 @@ def test_multiallelic_gives_one_row_per_alt(files):
     assert first.alt_seq == CHR1[237:249] + other(CHR1[249]) + CHR1[250:261]
     assert second.alt_seq == CHR1[237:249] + "G" + CHR1[250:261]
     assert first.ref_seq == second.ref_seq == CHR1[237:261]
-    assert (first.status, second.status, star.status) == ("ok", "ok", "symbolic_alt")
+    assert (first.status, second.status, star.status) == ("ok", "ok", "spanning_deletion")
 
 
 def test_windows_past_contig_ends_are_n_padded(files):
@@ -113,8 +113,9 @@ def test_windows_past_contig_ends_are_n_padded(files):
 
 
 def test_allele_kinds():
-    assert [allele_kind(a) for a in ["<DEL>", "<*>", "*", "G]chr2:10]", "[chr1:5[A", "A.", ".A", "ACGT"]] == [
-        "symbolic", "symbolic", "symbolic", "breakend", "breakend", "breakend", "breakend", "sequence"]
+    assert [allele_kind(a) for a in ["<DEL>", "<*>", "*", "G]chr2:10]", "[chr1:5[A", "A.", ".A", ".", "ACGT"]] == [
+        "symbolic", "symbolic", "spanning_deletion", "breakend", "breakend", "breakend", "breakend", "missing",
+        "sequence"]
 
 
 def test_region_filter_with_tabix_index(files, tmp_path):

@@ -1,5 +1,6 @@
 """`gbb score-variants` on a hand-made FASTA + VCF, checked against the model run by hand on sliced windows."""
 import json
+import re
 import random
 
 import h5py
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from genomics_bigbird.model import EncoderConfig, build_classifier, save_checkpoint
+from genomics_bigbird.model.inference import pad_rows
 from genomics_bigbird.tokenizer import DNATokenizer
 from pipelines import cli
 
@@ -73,7 +75,7 @@ def inputs(tmp_path_factory):
     checkpoint = save_checkpoint(root / "ckpt", model, model_config=config.to_dict(), task="chromatin",
                                  tokenizer_sha256=tokenizer.sha256, extra={"feature_names": FEATURES})
     return {"root": root, "fasta": fasta, "vcf": vcf, "tokenizer": tokenizer, "model": model,
-            "checkpoint": checkpoint}
+            "checkpoint": checkpoint, "config": config}
 
 
 def command(inputs, out, *extra, vcf=None):
@@ -101,15 +103,22 @@ def windows_by_hand(contig, pos, ref, alt):
     return ref_window, alt_window
 
 
-def direct_probabilities(inputs, window):
-    """The model on one window and on its reverse complement, one at a time (no padding), averaged."""
+def direct_probabilities(inputs, window, length):
+    """The model on one window and on its reverse complement, one at a time, padded to `length`, averaged."""
     tok, model = inputs["tokenizer"], inputs["model"]
     probabilities = []
     for seq in (window, "".join(PAIR[b] for b in reversed(window))):
-        ids = torch.tensor([[tok.cls_id, *tok.encode(seq), tok.sep_id]])
+        input_ids, attention_mask = pad_rows([[tok.cls_id, *tok.encode(seq), tok.sep_id]], tok.pad_id, length)
         with torch.no_grad():
-            probabilities.append(torch.sigmoid(model(ids, torch.ones_like(ids, dtype=torch.bool))).double()[0])
+            probabilities.append(torch.sigmoid(model(input_ids, attention_mask)).double()[0])
     return ((probabilities[0] + probabilities[1]) / 2).numpy()
+
+
+def common_length(inputs, *windows):
+    """The padded length a variant's windows share: the longest of them and their reverse complements, in blocks of 8."""
+    tok = inputs["tokenizer"]
+    strands = [*windows, *("".join(PAIR[b] for b in reversed(w)) for w in windows)]
+    return -(-max(len(tok.encode(s)) + 2 for s in strands) // 8) * 8
 
 
 def read_tsv(path):
@@ -148,20 +157,23 @@ def test_scores_equal_the_model_on_windows_cut_by_hand(inputs, unsharded):
     records = {rec[2]: rec for rec in RECORDS}
     with h5py.File(h5_path) as h5:
         assert h5["features/name"].asstr()[:].tolist() == FEATURES
-        assert h5["ref"].shape == h5["alt"].shape == h5["diff"].shape == h5["log_odds_diff"].shape == (10, 3)
+        names = ("ref", "alt", "diff", "abs_diff", "log_odds_diff")
+        assert {h5[name].shape for name in names} == {(10, 3)}
         assert h5["variants/status"].asstr()[:].tolist() == [e[2] for e in EXPECTED]
         assert h5["variants/POS"][:].tolist() == table["POS"].tolist()
-        matrices = {name: h5[name][:] for name in ("ref", "alt", "diff", "log_odds_diff")}
+        matrices = {name: h5[name][:] for name in names}
     for i, (name, alt, status) in enumerate(EXPECTED):
         if status not in ("ok", "padded"):
             assert all(np.isnan(m[i]).all() for m in matrices.values())
             continue
         chrom, pos, _, ref, _ = records[name]
         ref_window, alt_window = windows_by_hand(chrom, pos, ref, alt)
-        p_ref, p_alt = direct_probabilities(inputs, ref_window), direct_probabilities(inputs, alt_window)
+        length = common_length(inputs, ref_window, alt_window)
+        p_ref, p_alt = direct_probabilities(inputs, ref_window, length), direct_probabilities(inputs, alt_window, length)
         np.testing.assert_allclose(matrices["ref"][i], p_ref, atol=2e-6)
         np.testing.assert_allclose(matrices["alt"][i], p_alt, atol=2e-6)
         np.testing.assert_allclose(matrices["diff"][i], p_alt - p_ref, atol=2e-6)
+        np.testing.assert_allclose(matrices["abs_diff"][i], np.abs(p_alt - p_ref), atol=2e-6)
         log_odds = np.log(p_alt / (1 - p_alt)) - np.log(p_ref / (1 - p_ref))
         np.testing.assert_allclose(matrices["log_odds_diff"][i], log_odds, atol=2e-5)
         biggest = int(np.argmax(np.abs(p_alt - p_ref)))
@@ -185,15 +197,14 @@ def test_sharded_runs_merge_to_the_unsharded_output(inputs, unsharded, tmp_path)
         assert cli.main(command(inputs, tmp_path / f"s{i}.tsv", "--h5", str(tmp_path / f"s{i}.h5"),
                                 "--shard", f"{i}/2")) == 0
     assert len(read_tsv(tmp_path / "s1.tsv")) == 4  # records 1, 3, 5, 7: snv, del, mismatch, unknown
-    assert cli.main(["score-variants", "--merge", str(tmp_path / "s1.tsv"), str(tmp_path / "s0.tsv"),
-                     "--out", str(tmp_path / "merged.tsv"), "--quiet"]) == 0
-    assert cli.main(["score-variants", "--merge", str(tmp_path / "s0.h5"), str(tmp_path / "s1.h5"),
-                     "--out", str(tmp_path / "merged.h5"), "--quiet"]) == 0
+    parts = [str(tmp_path / name) for name in ("s1.tsv", "s0.h5", "s0.tsv", "s1.h5")]  # both kinds, one call
+    assert cli.main(["score-variants", "--merge", *parts, "--out", str(tmp_path / "merged.tsv"),
+                     "--h5", str(tmp_path / "merged.h5"), "--quiet"]) == 0
     assert_same_table(read_tsv(tmp_path / "merged.tsv"), read_tsv(out))
     with h5py.File(tmp_path / "merged.h5") as merged, h5py.File(h5_path) as whole:
         for name in ("variants/CHROM", "variants/ID", "variants/ALT", "variants/status"):
             assert merged[name].asstr()[:].tolist() == whole[name].asstr()[:].tolist()
-        for name in ("ref", "alt", "diff", "log_odds_diff"):
+        for name in ("ref", "alt", "diff", "abs_diff", "log_odds_diff"):
             np.testing.assert_allclose(merged[name][:], whole[name][:], rtol=1e-5, atol=1e-6)
     manifest = json.loads((tmp_path / "merged.tsv.manifest.json").read_text())
     assert manifest["outputs"]["status_counts"]["ok"] == 5
@@ -240,3 +251,69 @@ def test_bed_filter_keeps_only_overlapping_variants(inputs, unsharded, tmp_path)
     assert table["ID"].tolist() == ["ins", "del"] and table["record_index"].tolist() == [0, 1]
     kept = whole.set_index("ID").loc[["ins", "del"]]
     np.testing.assert_allclose(table["max_abs_diff"], kept["max_abs_diff"], rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def windowed_checkpoint(inputs):
+    """The fixture's model saved as `gbb finetune` saves it: with the window width it was trained on."""
+    return save_checkpoint(inputs["root"] / "ckpt_w", inputs["model"], model_config=inputs["config"].to_dict(),
+                           task="chromatin", tokenizer_sha256=inputs["tokenizer"].sha256,
+                           extra={"feature_names": FEATURES, "window": W})
+
+
+def without(args, option):
+    i = args.index(option)
+    return args[:i] + args[i + 2:]
+
+
+def test_width_defaults_to_the_training_window_and_another_width_warns(inputs, unsharded, windowed_checkpoint,
+                                                                       tmp_path, capsys):
+    args = command(inputs, tmp_path / "default.tsv")
+    args[args.index("--checkpoint") + 1] = str(windowed_checkpoint)
+    assert cli.main(without(args, "--width")) == 0  # no --width: the checkpoint's 64 bp
+    assert_same_table(read_tsv(tmp_path / "default.tsv"), read_tsv(unsharded[0]))
+    assert json.loads((tmp_path / "default.tsv.manifest.json").read_text())["config"]["width"] == W
+    wider = without(without(args, "--width"), "--out") + ["--width", "80", "--out", str(tmp_path / "wide.tsv")]
+    wider.remove("--quiet")
+    assert cli.main(wider) == 0
+    err = capsys.readouterr().err
+    assert "--width 80 differs from the 64 bp windows" in err and "--width 80 differs" in (
+        tmp_path / "wide.tsv.log").read_text()
+
+
+def test_an_error_is_printed_once_and_the_progress_bar_has_an_eta(inputs, tmp_path, capsys):
+    good = command(inputs, tmp_path / "ok.tsv")
+    good.remove("--quiet")
+    assert cli.main(good) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"9/9 \[\d\d:\d\d<\d\d:\d\d", err), err  # 9 records read of 9 counted, elapsed<remaining
+    vcf = tmp_path / "bad.vcf"
+    vcf.write_text(vcf_text(extra_line="chr1\t120\tshort\tA"))
+    bad = command(inputs, tmp_path / "bad.tsv", vcf=vcf)
+    bad.remove("--quiet")
+    assert cli.main(bad) == 2
+    err = capsys.readouterr().err
+    assert err.count("malformed VCF record") == 1, err
+    assert "it has 4 tab-separated columns" in err and "chr1\t120\tshort\tA" in err
+
+
+def test_telomeres_breakends_and_spanning_deletions_get_rows(inputs, tmp_path):
+    vcf = tmp_path / "real.vcf"
+    records = [("chr1", 0, "tel", "N", "."), ("chr1", 100, "snv", CHR1[99], other(CHR1[99])),
+               ("chr1", 140, "bnd", CHR1[139], f"{CHR1[139]}[chr7:100["), ("chr1", 141, "star", CHR1[140], "*"),
+               ("chr2", 151, "tel_end", "N", "N[chr2:150[")]
+    vcf.write_text(vcf_text(records))
+    out = tmp_path / "real.tsv"
+    assert cli.main(command(inputs, out, vcf=vcf)) == 0
+    table = read_tsv(out)
+    assert table[["ID", "ALT", "status"]].values.tolist() == [
+        ["tel", ".", "telomere"], ["snv", other(CHR1[99]), "ok"], ["bnd", f"{CHR1[139]}[chr7:100[", "breakend"],
+        ["star", "*", "spanning_deletion"], ["tel_end", "N[chr2:150[", "telomere"]]
+
+
+def test_tokenization_workers_give_the_same_outputs(inputs, unsharded, tmp_path):
+    out, h5 = tmp_path / "w.tsv", tmp_path / "w.h5"
+    assert cli.main(command(inputs, out, "--h5", str(h5), "--workers", "2")) == 0
+    assert out.read_text() == unsharded[0].read_text()
+    with h5py.File(h5) as got, h5py.File(unsharded[1]) as expected:
+        assert all(np.array_equal(got[n][:], expected[n][:], equal_nan=True) for n in ("ref", "alt", "diff"))

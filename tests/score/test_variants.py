@@ -141,3 +141,88 @@ def test_a_bigbird_score_is_the_same_in_any_batch_and_alone(tiny_bigbird):
     for batch_size in (1, 2, 16):
         together = predict_windows(tiny_bigbird, CharTokenizer(), sequences, batch_size=batch_size, length_multiple=8)
         np.testing.assert_allclose(together, alone, rtol=0, atol=1e-6)
+
+
+class RunTokenizer(CharTokenizer):
+    """One token per base, except that a run of four A (or four T) is one token: indels change the token count."""
+
+    def encode_batch(self, sequences):
+        out = []
+        for s in sequences:
+            ids, i = [], 0
+            while i < len(s):
+                if s[i:i + 4] in ("AAAA", "TTTT"):
+                    ids.append(10 if s[i] == "A" else 11)
+                    i += 4
+                else:
+                    ids.append(self.ids[s[i]])
+                    i += 1
+            out.append(ids)
+        return out
+
+
+def alone_at(model, tokenizer, seq, length):
+    """The model on one window padded to `length` tokens, as a probability vector."""
+    from genomics_bigbird.model.inference import pad_rows
+
+    input_ids, attention_mask = pad_rows([[tokenizer.cls_id, *tokenizer.encode_batch([seq])[0], tokenizer.sep_id]],
+                                         tokenizer.pad_id, length)
+    with torch.no_grad():
+        return torch.sigmoid(model.eval()(input_ids, attention_mask)).double().numpy()[0]
+
+
+@pytest.fixture
+def insertion(tmp_path):
+    """An insertion of 12 A: ref windows are 42 tokens (6 blocks of 8), alt windows 33 (5 blocks)."""
+    from genomics_bigbird.genome import ReferenceGenome
+    from genomics_bigbird.genome.variants import VariantSource
+
+    rng = np.random.default_rng(5)
+    contig = "".join(rng.choice(list("CG"), 120)) + "".join(rng.choice(list("ACGT"), 60)).replace("AAAA", "AACA")
+    contig = contig.replace("TTTT", "TTGT")
+    (tmp_path / "g.fa").write_text(f">chr1\n{contig}\n")
+    (tmp_path / "ins.vcf").write_text("##fileformat=VCFv4.2\n##contig=<ID=chr1,length=180>\n"
+                                      "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+                                      f"chr1\t60\tins\t{contig[59]}\t{contig[59]}{'A' * 12}\t.\tPASS\t.\n")
+    genome = ReferenceGenome(tmp_path / "g.fa")
+    yield VariantSource(tmp_path / "ins.vcf", genome, 40)
+    genome.close()
+
+
+def test_a_variants_four_windows_share_one_padded_length(tiny_bigbird, insertion):
+    tokenizer = RunTokenizer()
+    (variant,) = list(insertion)
+    counts = [len(tokenizer.encode_batch([s])[0]) + 2 for s in (variant.ref_seq, variant.alt_seq)]
+    assert counts == [42, 33]  # 6 and 5 blocks of 8 tokens: on their own, two random-block layouts
+    rc = [seq.translate(str.maketrans("ACGT", "TGCA"))[::-1] for seq in (variant.ref_seq, variant.alt_seq)]
+    ref = (alone_at(tiny_bigbird, tokenizer, variant.ref_seq, 48) + alone_at(tiny_bigbird, tokenizer, rc[0], 48)) / 2
+    alt = (alone_at(tiny_bigbird, tokenizer, variant.alt_seq, 48) + alone_at(tiny_bigbird, tokenizer, rc[1], 48)) / 2
+    for windows in (insertion, [variant]):  # a source cut into groups, and a plain list of windows
+        (batch,) = score_variants(tiny_bigbird, tokenizer, windows, num_features=3, batch_size=3, length_multiple=8)
+        np.testing.assert_allclose(batch.ref[0], ref, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(batch.alt[0], alt, rtol=0, atol=1e-6)
+    own_length = (alone_at(tiny_bigbird, tokenizer, variant.alt_seq, 40) +
+                  alone_at(tiny_bigbird, tokenizer, rc[1], 40)) / 2
+    assert np.abs(own_length - alt).max() > 1e-4  # what the alt score would be under its own layout
+
+
+def test_scores_are_identical_with_any_number_of_workers(tiny_bigbird, tmp_path):
+    from genomics_bigbird.genome import ReferenceGenome
+    from genomics_bigbird.genome.variants import VariantSource
+
+    rng = np.random.default_rng(2)
+    contig = "".join(rng.choice(list("ACGT"), 600))
+    (tmp_path / "g.fa").write_text(f">chr1\n{contig}\n")
+    body = [f"chr1\t{p}\tv{p}\t{contig[p - 1]}\t{'ACGT'[('ACGT'.index(contig[p - 1]) + 1) % 4]}"
+            f"{'TA' * (p % 3)}\t.\tPASS\t." for p in range(30, 570, 11)]
+    (tmp_path / "v.vcf").write_text("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+                                    + "\n".join(body) + "\n")
+    with ReferenceGenome(tmp_path / "g.fa") as genome:
+        source = VariantSource(tmp_path / "v.vcf", genome, 50)
+        runs = {workers: list(score_variants(tiny_bigbird, RunTokenizer(), source, num_features=3, batch_size=4,
+                                             length_multiple=8, workers=workers)) for workers in (0, 1, 2)}
+    for workers, batches in runs.items():
+        assert [v.id for b in batches for v in b.variants] == [line.split("\t")[2] for line in body]
+        for name in ("ref", "alt"):
+            got = np.concatenate([getattr(b, name) for b in batches])
+            assert np.array_equal(got, np.concatenate([getattr(b, name) for b in runs[0]])), (workers, name)
