@@ -187,7 +187,7 @@ def main(config: FinetuneConfig, quiet: bool = False) -> dict[str, Any]:
     import torch
     import torch.distributed as dist
 
-    from genomics_bigbird.data.labeled import LabeledWindows, TokenizedWindows, collate_windows
+    from genomics_bigbird.data.labeled import LabeledWindows, TokenizedWindows, collate_windows, token_bp
     from genomics_bigbird.evaluate.classifier import load_trained
     from genomics_bigbird.model import build_classifier, load_encoder_weights, save_checkpoint
     from genomics_bigbird.tokenizer import DNATokenizer
@@ -249,6 +249,12 @@ def main(config: FinetuneConfig, quiet: bool = False) -> dict[str, Any]:
             job.log.info("encoder initialized from %s", pretrained_path)
         else:
             job.log.warning("no pretrained checkpoint: the encoder starts from random weights")
+        if model_config.bin_bp is not None:
+            model.set_token_bp(token_bp(tokenizer))
+            job.log.info("the central %d bp of each window are the labeled bin: %s", model_config.bin_bp,
+                         ", ".join(part for part, on in (("segment 1", model_config.bin_segment),
+                                                         ("pooled beside [CLS]", model_config.bin_pooling)) if on)
+                         or "marked but unused")
         engine = ds.build_engine(model, ds_config, lr=train.lr, weight_decay=train.weight_decay,
                                  warmup_steps=train.warmup_steps, total_steps=steps, eps=train.adam_eps)
         torch.manual_seed(train.seed + 1 + ctx.rank)  # dropout differs between ranks
@@ -280,6 +286,7 @@ def main(config: FinetuneConfig, quiet: bool = False) -> dict[str, Any]:
         sums, record, best = MetricSums(), {}, {"step": None, "valid_auroc": -math.inf}
         bar = job.progress(total=steps, desc=f"finetune {task}", unit="step")
         tick, step, position = time.perf_counter(), 0, None
+        seen = {"tokens": 0.0, "examples": 0.0, "seconds": 0.0}  # training only: validation time is left out
         try:
             while step < steps:
                 lr = ds.current_lr(engine)
@@ -289,7 +296,10 @@ def main(config: FinetuneConfig, quiet: bool = False) -> dict[str, Any]:
                 last = step == steps
                 if step % train.log_every == 0 or last:
                     now = time.perf_counter()
-                    record = summarize(sums.reduce(ctx.device), lr, now - tick, step, position.epoch)
+                    totals = sums.reduce(ctx.device)
+                    record = summarize(totals, lr, now - tick, step, position.epoch)
+                    seen.update(tokens=seen["tokens"] + totals["tokens"], examples=seen["examples"] + totals["examples"],
+                                seconds=seen["seconds"] + now - tick)
                     tick = now
                     metrics.write(record)
                     bar.set_postfix(loss=f"{record['loss']:.4f}")
@@ -314,7 +324,9 @@ def main(config: FinetuneConfig, quiet: bool = False) -> dict[str, Any]:
             job.log.warning("the valid split has no positive (or no negative) examples: no AUROC; best/ holds "
                             "the model of the first evaluation")
         job.outputs.update({"best": str(best_dir), "best_step": best["step"], "best_valid_auroc": best["valid_auroc"],
-                            "metrics": str(out_dir / "metrics.jsonl"), "steps": step, "last": record})
+                            "metrics": str(out_dir / "metrics.jsonl"), "steps": step, "last": record,
+                            "tokens_seen": int(seen["tokens"]), "examples_seen": int(seen["examples"]),
+                            "train_seconds": round(seen["seconds"], 3)})
     if dist.is_initialized():
         dist.barrier()
     return dict(job.outputs)
