@@ -9,20 +9,13 @@ command line (`OUT/commands.sh`), so the same chain can be rerun by hand or on r
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import shlex
-import time
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
 
 from genomics_bigbird.atomic import atomic_write
-from genomics_bigbird.errors import InputError
 from genomics_bigbird.evaluate.report import write_html_report
-from genomics_bigbird.genome.simulate import CONTIG_LENGTHS
-from pipelines import cli
+from pipelines.chain import CommandChain, chain_device, simulated_valid_region, training_device
 from pipelines.config import load_config, to_dict
 from pipelines.job import Job
 
@@ -78,65 +71,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _middle_of_chr7(scale: float) -> str:
-    length = round(CONTIG_LENGTHS["chr7"] * scale)
-    return f"chr7:{length // 4 + 1}-{3 * length // 4}"
-
-
-def _device(requested: str) -> str:
-    if requested != "auto":
-        return requested
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-@contextlib.contextmanager
-def _training_device(device: str):
-    """`gbb pretrain` / `finetune` take every GPU they see; --device cpu hides them for the chain."""
-    if device != "cpu":
-        yield []
-        return
-    before = os.environ.get("CUDA_VISIBLE_DEVICES")
-    os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    try:
-        yield ["export CUDA_VISIBLE_DEVICES=  # --device cpu: train on the CPU too"]
-    finally:
-        if before is None:
-            del os.environ["CUDA_VISIBLE_DEVICES"]
-        else:
-            os.environ["CUDA_VISIBLE_DEVICES"] = before
-
-
-class _Chain:
-    """Runs `gbb` commands in-process, stops at the first failure, records each command line."""
-
-    def __init__(self, job: Job, script: Path, preamble: list[str]):
-        self.job, self.script, self.timings = job, script, {}
-        self.lines = ["#!/usr/bin/env bash", "# The commands `gbb demo` ran, in order.", "set -euo pipefail",
-                      *preamble]
-
-    def __call__(self, step: str, *argv: Any) -> None:
-        words = [str(a) for a in argv]
-        line = "gbb " + shlex.join(words)
-        self.lines.append(line)
-        with atomic_write(self.script) as handle:
-            handle.write("\n".join(self.lines) + "\n")
-        self.job.log.info("[%s] %s", step, line)
-        start = time.time()
-        code = cli.main(words)
-        self.timings[step] = round(time.time() - start, 1)
-        if code != 0:
-            raise InputError(f"demo step {step!r} failed (exit {code}): {line}; see the log in its output directory")
-
-
 def main(config: DemoConfig) -> dict:
     """Run the chain into `config.out_dir`; return the summary written to report.json."""
     out = Path(config.out_dir).resolve()
-    device = _device(config.device)
+    device = chain_device(config.device)
     seed = config.seed
-    with Job("demo", out, config=to_dict(config), seed=seed) as job, _training_device(device) as preamble:
-        gbb = _Chain(job, out / "commands.sh", preamble)
+    with Job("demo", out, config=to_dict(config), seed=seed) as job, training_device(device) as preamble:
+        gbb = CommandChain(job, out / "commands.sh", preamble)
         sim, corpus, tok = out / "simulated", out / "corpus", out / "tokenizer" / "dna_bpe"
         gbb("simulate", "simulate", "--out", sim, "--seed", seed, "--scale", config.scale, "--quiet")
         gbb("corpus", "corpus", "--fasta", sim / "genome.fa", "--out", corpus, "--passes", config.corpus_passes,
@@ -156,7 +97,7 @@ def main(config: DemoConfig) -> dict:
         gbb("chromatin data", "chromatin", "prepare", "--bins", sim / "chromatin_bins.bed",
             "--labels", sim / "chromatin_labels.npy", "--features", sim / "chromatin_features.tsv",
             "--fasta", sim / "genome.fa", "--width", config.chromatin_width,
-            "--valid-region", config.valid_region or _middle_of_chr7(config.scale),
+            "--valid-region", config.valid_region or simulated_valid_region(config.scale),
             "--out", out / "chromatin_data", "--quiet")
         schedules = {"promoter": [f"train.epochs={config.promoter_epochs}", f"train.lr={config.promoter_lr}",
                                   f"train.warmup_steps={config.promoter_warmup_steps}", "train.eval_every=50",
