@@ -30,6 +30,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("finetune", "promoter"): ("pipelines.finetune", "fine-tune the promoter head"),
     ("finetune", "chromatin"): ("pipelines.finetune", "fine-tune the 919-label chromatin head"),
     ("evaluate",): ("pipelines.evaluate", "evaluate fine-tuned checkpoints with reverse-complement ensembling"),
+    ("experiment", "context"): ("pipelines.experiment", "context-length x attention ablation: fine-tune one encoder "
+                                "at several window widths, evaluate on the same test bins"),
     ("score-variants",): ("pipelines.score_variants", "score VCF variants with a fine-tuned checkpoint"),
     ("data", "fetch"): ("pipelines.data", "download an external data set listed in data_manifests/"),
     ("data", "verify"): ("pipelines.data", "verify downloaded data sets against their checksums"),
