@@ -16,6 +16,7 @@ measure of how busy the other core was.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -121,6 +122,20 @@ class _TimedIterator:
             self.seconds += time.perf_counter() - start
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """DeepSpeed prints to stdout (also from C++): keep stdout for the JSON alone."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def finetune_rows(*, quick: bool, token_counts: list[int] | None = None, batch: int | None = None,
                   steps: int | None = None, warmup: int | None = None, vocab_size: int | None = None,
                   model_yaml: Path | None = None) -> dict:
@@ -131,11 +146,11 @@ def finetune_rows(*, quick: bool, token_counts: list[int] | None = None, batch: 
     warmup = 1 if warmup is None else warmup
     vocab_size = vocab_size or (1024 if quick else 4096)
     model_yaml = model_yaml or ROOT / "configs" / "model" / "tiny_8k.yaml"
-    from genomics_bigbird.train.engine import init_distributed, set_deepspeed_log_level
+    with _stdout_to_stderr(), tempfile.TemporaryDirectory() as tmp:
+        from genomics_bigbird.train.engine import init_distributed, set_deepspeed_log_level
 
-    init_distributed()
-    set_deepspeed_log_level(40)
-    with tempfile.TemporaryDirectory() as tmp:
+        init_distributed()
+        set_deepspeed_log_level(40)
         tokenizer, paths, bp_per_token = build_inputs(Path(tmp), vocab_size, max(batch * (steps + warmup), 32),
                                                       token_counts)
         results = [time_row(tokenizer, paths[n], n, batch, steps, warmup, model_yaml) for n in token_counts]

@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+import numpy as np
+
 from genomics_bigbird.atomic import atomic_write
 from genomics_bigbird.evaluate.report import write_html_report
 from pipelines.chain import CommandChain, chain_device, simulated_valid_region, training_device
@@ -42,11 +44,14 @@ class DemoConfig:
     chromatin_steps: int = 2500
     chromatin_batch_size: int = 16
     # 400 bp around each 200 bp bin keeps the CPU demo in minutes. The long-range features need
-    # kilobases: the paper's 8 kbp with the base model (the tiny one reads at most 1,024 tokens).
+    # kilobases: `gbb experiment context` (context=true) compares 400 bp with 8 kbp windows.
     chromatin_width: int = 400
     # chromatin validation bins (BigBird holds out a window of chr7); None: the middle half of the
     # simulated chr7 at this scale
     valid_region: str | None = None
+    # also run `gbb experiment context` (its CPU preset, into OUT/context: over an hour on 2 cores, so
+    # off by default) and put its acceptance line in the summary
+    context: bool = False
 
 
 def add_arguments(parser: argparse.ArgumentParser, command: tuple[str, ...]) -> None:
@@ -118,6 +123,8 @@ def main(config: DemoConfig) -> dict:
             "--checkpoint", out / "finetune_chromatin" / "best", "--tokenizer", f"{tok}.model",
             "--width", config.chromatin_width, "--device", device, "--out", out / "variants" / "scores.tsv",
             "--h5", out / "variants" / "matrices.h5", "--quiet")
+        if config.context:
+            gbb("context experiment", "experiment", "context", "--out", out / "context", "--device", device)
         summary = collect_summary(out, gbb.timings, device)
         with atomic_write(out / "report.json") as handle:
             json.dump(summary, handle, indent=2)
@@ -157,7 +164,26 @@ def collect_summary(out: Path, timings: dict, device: str) -> dict:
         "chromatin": {"summary": chromatin.get("summary", {}), "n": chromatin.get("n"),
                       "features_without_positives": chromatin.get("n_excluded")},
         "variants": variants,
+        "long_range": long_range_summary(out),
     }
+
+
+def long_range_summary(out: Path) -> dict:
+    """The demo's long-range features against their bin motifs, and `gbb experiment context`'s verdict if it ran."""
+    from genomics_bigbird.evaluate.context import long_range_gaps, mean_gap_closed
+    from pipelines.experiment import ContextExperimentConfig
+    from pipelines.experiment_report import read_test_split
+
+    _, labels, probabilities, names = read_test_split(out / "evaluate_chromatin" / "predictions.h5")
+    anchors = ContextExperimentConfig().long_range
+    if not set(anchors) | set(anchors.values()) <= set(names):
+        return {}
+    gaps = long_range_gaps(labels, probabilities, names, anchors)
+    context = out / "context" / "results.json"
+    return {"auprc": float(np.nanmean([g["auprc"] for g in gaps])),
+            "anchor_auprc": float(np.nanmean([g["anchor_auprc"] for g in gaps])),
+            "gap_closed": mean_gap_closed(gaps),
+            "context_experiment": _read_json(context)["acceptance"] if context.is_file() else None}
 
 
 def _number(value) -> float:
@@ -177,9 +203,25 @@ def _headline(summary: dict) -> list[dict]:
                                                                f"{_number(promoter.get('mcc')):.3f}"},
         {"figure": "chromatin mean AUROC (test, RC ensemble)", "value": chromatin.get("mean_auroc")},
         {"figure": "chromatin median AUROC", "value": chromatin.get("median_auroc")},
+        *_long_range_rows(summary.get("long_range") or {}),
         {"figure": "variants scored", "value": summary["variants"].get("status_counts")},
         {"figure": "wall time (s)", "value": summary["total_seconds"]},
     ]
+
+
+def _long_range_rows(long_range: dict) -> list[dict]:
+    if not long_range:
+        return []
+    rows = [{"figure": "long-range TF21-24 vs their bin motifs TF01-04 (test AUPRC)",
+             "value": f"{long_range['auprc']:.3f} vs {long_range['anchor_auprc']:.3f}, gap closed "
+                      f"{long_range['gap_closed']:.2f}"}]
+    verdict = long_range.get("context_experiment")
+    rows.append({"figure": "long context (gbb experiment context)",
+                 "value": "not run (context=true, or gbb experiment context)" if verdict is None else
+                 f"{verdict['widest']} closes {verdict['widest_mean_gap_closed']:.2f} of the gap, "
+                 f"{verdict['narrowest']} {verdict['narrowest_mean_gap_closed']:.2f}; local AUROC "
+                 f"{-verdict['local_mean_auroc_drop']:+.3f}; {'passed' if verdict['passed'] else 'not met'}"})
+    return rows
 
 
 def format_summary(summary: dict) -> str:

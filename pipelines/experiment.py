@@ -170,6 +170,11 @@ def main(config: ContextExperimentConfig, threads: int = 1) -> dict:
         meta = json.loads((Path(pretrained) / "checkpoint.json").read_text())
         bp_per_token = tokenizer_bp_per_token(tokenizer)
         arms = plan_arms(config, bp_per_token, meta["model_config"]["attention"])
+        positions = meta["model_config"]["max_position"]
+        if max(config.widths) / bp_per_token + 2 > positions:
+            job.log.warning("%d bp windows are ~%d tokens but the encoder holds %d positions: their middle is kept "
+                            "(pretrain a longer encoder, e.g. configs/pretrain/tiny_8k.yaml)", max(config.widths),
+                            max(config.widths) / bp_per_token, positions)
         job.log.info("%d arms at equal budget (%d steps of %d windows): %s", len(arms), config.steps,
                      config.batch_size, ", ".join(a.name for a in arms))
         for width in sorted(set(config.widths)):

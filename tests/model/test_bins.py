@@ -44,9 +44,10 @@ def test_masked_mean_matches_a_hand_average():
 
 
 def small_config(**changes) -> EncoderConfig:
-    return EncoderConfig(vocab_size=40, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
-                         max_position=64, attention="bigbird", block_size=8, num_global_blocks=1,
-                         window_blocks=3, num_random_blocks=1, attention_backend="gather", **changes)
+    sizes = dict(vocab_size=40, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_position=64,
+                 attention="bigbird", block_size=8, num_global_blocks=1, window_blocks=3, num_random_blocks=1,
+                 attention_backend="gather")
+    return EncoderConfig(**{**sizes, **changes})
 
 
 def test_default_config_keeps_the_cls_classifier():
@@ -100,3 +101,39 @@ def test_checkpoint_carries_the_token_lengths_and_predict_rows_reads_it(tmp_path
         with torch.no_grad():
             alone = torch.sigmoid(model(torch.tensor([row]), torch.ones(1, len(row), dtype=torch.bool)))[0]
         assert torch.allclose(torch.as_tensor(batched[index]), alone, atol=1e-5)
+
+
+def test_with_a_trained_tokenizer_the_marked_tokens_spell_the_central_bin(tmp_path):
+    import numpy as np
+
+    from genomics_bigbird.data.labeled import token_bp
+    from genomics_bigbird.genome.sequence import reverse_complement
+    from genomics_bigbird.score.variants import predict_windows
+    from genomics_bigbird.tokenizer import DNATokenizer
+
+    rng = np.random.default_rng(0)
+    sequences = ["".join(rng.choice(list("ACGT"), size=1000)) for _ in range(40)]
+    tokenizer = DNATokenizer.train(sequences, vocab_size=60, model_prefix=tmp_path / "bpe", seed=0)
+    lengths = torch.as_tensor(token_bp(tokenizer))
+    window = sequences[0]
+    ids = tokenizer.encode(window)
+    assert int(lengths[ids].sum()) == len(window) and lengths[list(tokenizer.special_ids)].sum() == 0
+    row = torch.tensor([[tokenizer.cls_id, *ids, tokenizer.sep_id]])
+    marked = center_bin_mask(row, torch.ones_like(row, dtype=torch.bool), lengths, 200)[0]
+    spelled = tokenizer.decode(row[0][marked].tolist())
+    start = window.index(spelled)  # the marked tokens are one stretch of the window ...
+    assert start <= 400 and start + len(spelled) >= 600  # ... that covers bases 400-600
+    assert len(spelled) < 200 + 2 * int(lengths.max())  # and no more than the tokens overlapping them
+
+    torch.manual_seed(0)
+    config = small_config(vocab_size=len(tokenizer), max_position=512, bin_bp=200, bin_pooling=True)
+    model = build_classifier(config, 3).eval()
+    model.set_token_bp(lengths)
+    scored = predict_windows(model, tokenizer, sequences[:3], batch_size=2, length_multiple=8)
+    for sequence, probabilities in zip(sequences[:3], scored):
+        strands = []
+        for text in (sequence, reverse_complement(sequence)):
+            one = torch.tensor([[tokenizer.cls_id, *tokenizer.encode(text), tokenizer.sep_id]])
+            with torch.no_grad():
+                strands.append(torch.sigmoid(model(one, torch.ones_like(one, dtype=torch.bool)))[0])
+        assert np.allclose(probabilities, ((strands[0] + strands[1]) / 2).numpy(), atol=1e-5)
