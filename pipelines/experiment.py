@@ -272,6 +272,7 @@ def arm_commands(config: ContextExperimentConfig, arm: Arm, tokenizer: Path, pre
                 f"train.micro_batch_size={config.batch_size}", f"train.lr={config.lr}",
                 f"train.warmup_steps={config.warmup_steps}", f"train.eval_every={config.eval_every}",
                 f"train.log_every={max(1, min(10, config.steps))}", f"model={json.dumps(model)}",
+                "data.max_length=null",  # the encoder's positions: the finetune config's own cap would cut the window
                 *config.finetune_overrides]
     evaluate = ["evaluate", "--checkpoint", run_dir / "finetune" / "best", "--data", data, "--tokenizer", tokenizer,
                 "--split", "test", "--device", device, "--out", run_dir / "evaluate", "--quiet"]
