@@ -106,27 +106,16 @@ def collect_results(config, arms, out: Path, timings: dict, bp_per_token: float,
             "acceptance": acceptance(config, rows, kind)}
 
 
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
 def write_outputs(results: dict, out: Path) -> None:
     """results.json, the three TSVs and report.html (written atomically)."""
     import pandas as pd
 
     from genomics_bigbird.atomic import atomic_path, atomic_write
     from genomics_bigbird.evaluate.report import write_html_report
+    from pipelines.evaluate import json_safe
 
     with atomic_write(out / "results.json") as handle:
-        json.dump(_json_safe(results), handle, indent=2)
+        json.dump(json_safe(results), handle, indent=2)
         handle.write("\n")
     for name, rows in (("results", results["arms"]), ("per_feature", results["per_feature"]), ("gaps", results["gaps"])):
         with atomic_path(out / f"{name}.tsv") as tmp:
