@@ -199,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, help="untimed steps first (default 3, 1 with --quick)")
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip torch.compile on CUDA")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument("--finetune", action="store_true", help="also the tiny classifier's CPU fine-tuning step at "
+                        "100 and 1,600 tokens (benchmarks/finetune_step.py), under the key `finetune`")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
 
@@ -235,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
               "config": to_dict(base), "config_path": str(config_path), "baseline": BASELINE,
               "skipped_hf": None if env["transformers"] else "transformers is not importable",
               "results": results}
+    if args.finetune:
+        from benchmarks.finetune_step import finetune_rows
+
+        report["finetune"] = finetune_rows(quick=args.quick)
     return finish(report, args.out, problems(results, name="model", baseline=BASELINE, ours=OURS,
                                              figure="tokens_per_s"))
 

@@ -31,6 +31,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("finetune", "promoter"): ("pipelines.finetune", "fine-tune the promoter head"),
     ("finetune", "chromatin"): ("pipelines.finetune", "fine-tune the 919-label chromatin head"),
     ("evaluate",): ("pipelines.evaluate", "evaluate fine-tuned checkpoints with reverse-complement ensembling"),
+    ("experiment", "context"): ("pipelines.experiment", "context-length x attention ablation: fine-tune one encoder "
+                                "at several window widths, evaluate on the same test bins"),
     ("score-variants",): ("pipelines.score_variants", "score VCF variants with a fine-tuned checkpoint"),
     ("convert", "from-hf"): ("pipelines.convert", "import a Hugging Face BigBird model (e.g. GENA-LM) as our checkpoint"),
     ("convert", "to-hf"): ("pipelines.convert", "export our checkpoint as a Hugging Face BigBird model directory"),

@@ -9,19 +9,14 @@ command line (`OUT/commands.sh`), so the same chain can be rerun by hand or on r
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import shlex
-import time
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+
+import numpy as np
 
 from genomics_bigbird.atomic import atomic_write
-from genomics_bigbird.errors import InputError
-from genomics_bigbird.genome.simulate import CONTIG_LENGTHS
-from pipelines import cli
+from pipelines.chain import CommandChain, chain_device, simulated_valid_region, training_device
 from pipelines.config import load_config, to_dict
 from pipelines.job import Job
 
@@ -48,11 +43,14 @@ class DemoConfig:
     chromatin_steps: int = 2500
     chromatin_batch_size: int = 16
     # 400 bp around each 200 bp bin keeps the CPU demo in minutes. The long-range features need
-    # kilobases: the paper's 8 kbp with the base model (the tiny one reads at most 1,024 tokens).
+    # kilobases: `gbb experiment context` (context=true) compares 400 bp with 8 kbp windows.
     chromatin_width: int = 400
     # chromatin validation bins (BigBird holds out a window of chr7); None: the middle half of the
     # simulated chr7 at this scale
     valid_region: str | None = None
+    # also run `gbb experiment context` (its CPU preset, into OUT/context: over an hour on 2 cores, so
+    # off by default) and put its acceptance line in the summary
+    context: bool = False
 
 
 def add_arguments(parser: argparse.ArgumentParser, command: tuple[str, ...]) -> None:
@@ -77,65 +75,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _middle_of_chr7(scale: float) -> str:
-    length = round(CONTIG_LENGTHS["chr7"] * scale)
-    return f"chr7:{length // 4 + 1}-{3 * length // 4}"
-
-
-def _device(requested: str) -> str:
-    if requested != "auto":
-        return requested
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-@contextlib.contextmanager
-def _training_device(device: str):
-    """`gbb pretrain` / `finetune` take every GPU they see; --device cpu hides them for the chain."""
-    if device != "cpu":
-        yield []
-        return
-    before = os.environ.get("CUDA_VISIBLE_DEVICES")
-    os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    try:
-        yield ["export CUDA_VISIBLE_DEVICES=  # --device cpu: train on the CPU too"]
-    finally:
-        if before is None:
-            del os.environ["CUDA_VISIBLE_DEVICES"]
-        else:
-            os.environ["CUDA_VISIBLE_DEVICES"] = before
-
-
-class _Chain:
-    """Runs `gbb` commands in-process, stops at the first failure, records each command line."""
-
-    def __init__(self, job: Job, script: Path, preamble: list[str]):
-        self.job, self.script, self.timings = job, script, {}
-        self.lines = ["#!/usr/bin/env bash", "# The commands `gbb demo` ran, in order.", "set -euo pipefail",
-                      *preamble]
-
-    def __call__(self, step: str, *argv: Any) -> None:
-        words = [str(a) for a in argv]
-        line = "gbb " + shlex.join(words)
-        self.lines.append(line)
-        with atomic_write(self.script) as handle:
-            handle.write("\n".join(self.lines) + "\n")
-        self.job.log.info("[%s] %s", step, line)
-        start = time.time()
-        code = cli.main(words)
-        self.timings[step] = round(time.time() - start, 1)
-        if code != 0:
-            raise InputError(f"demo step {step!r} failed (exit {code}): {line}; see the log in its output directory")
-
-
 def main(config: DemoConfig) -> dict:
     """Run the chain into `config.out_dir`; return the summary written to report.json."""
     out = Path(config.out_dir).resolve()
-    device = _device(config.device)
+    device = chain_device(config.device)
     seed = config.seed
-    with Job("demo", out, config=to_dict(config), seed=seed) as job, _training_device(device) as preamble:
-        gbb = _Chain(job, out / "commands.sh", preamble)
+    with Job("demo", out, config=to_dict(config), seed=seed) as job, training_device(device) as preamble:
+        gbb = CommandChain(job, out / "commands.sh", preamble)
         sim, corpus, tok = out / "simulated", out / "corpus", out / "tokenizer" / "dna_bpe"
         gbb("simulate", "simulate", "--out", sim, "--seed", seed, "--scale", config.scale, "--quiet")
         gbb("corpus", "corpus", "--fasta", sim / "genome.fa", "--out", corpus, "--passes", config.corpus_passes,
@@ -155,7 +101,7 @@ def main(config: DemoConfig) -> dict:
         gbb("chromatin data", "chromatin", "prepare", "--bins", sim / "chromatin_bins.bed",
             "--labels", sim / "chromatin_labels.npy", "--features", sim / "chromatin_features.tsv",
             "--fasta", sim / "genome.fa", "--width", config.chromatin_width,
-            "--valid-region", config.valid_region or _middle_of_chr7(config.scale),
+            "--valid-region", config.valid_region or simulated_valid_region(config.scale),
             "--out", out / "chromatin_data", "--quiet")
         schedules = {"promoter": [f"train.epochs={config.promoter_epochs}", f"train.lr={config.promoter_lr}",
                                   f"train.warmup_steps={config.promoter_warmup_steps}", "train.eval_every=50",
@@ -176,6 +122,8 @@ def main(config: DemoConfig) -> dict:
             "--checkpoint", out / "finetune_chromatin" / "best", "--tokenizer", f"{tok}.model",
             "--width", config.chromatin_width, "--device", device, "--out", out / "variants" / "scores.tsv",
             "--h5", out / "variants" / "matrices.h5", "--quiet")
+        if config.context:
+            gbb("context experiment", "experiment", "context", "--out", out / "context", "--device", device)
         summary = collect_summary(out, gbb.timings, device)
         with atomic_write(out / "report.json") as handle:
             json.dump(summary, handle, indent=2)
@@ -215,7 +163,26 @@ def collect_summary(out: Path, timings: dict, device: str) -> dict:
         "chromatin": {"summary": chromatin.get("summary", {}), "n": chromatin.get("n"),
                       "features_without_positives": chromatin.get("n_excluded")},
         "variants": variants,
+        "long_range": long_range_summary(out),
     }
+
+
+def long_range_summary(out: Path) -> dict:
+    """The demo's long-range features against their bin motifs, and `gbb experiment context`'s verdict if it ran."""
+    from genomics_bigbird.evaluate.context import long_range_gaps, mean_gap_closed
+    from pipelines.experiment import ContextExperimentConfig
+    from pipelines.experiment_report import read_test_split
+
+    _, labels, probabilities, names = read_test_split(out / "evaluate_chromatin" / "predictions.h5")
+    anchors = ContextExperimentConfig().long_range
+    if not set(anchors) | set(anchors.values()) <= set(names):
+        return {}
+    gaps = long_range_gaps(labels, probabilities, names, anchors)
+    context = out / "context" / "results.json"
+    return {"auprc": float(np.nanmean([g["auprc"] for g in gaps])),
+            "anchor_auprc": float(np.nanmean([g["anchor_auprc"] for g in gaps])),
+            "gap_closed": mean_gap_closed(gaps),
+            "context_experiment": _read_json(context)["acceptance"] if context.is_file() else None}
 
 
 def _number(value) -> float:
@@ -235,9 +202,25 @@ def _headline(summary: dict) -> list[dict]:
                                                                f"{_number(promoter.get('mcc')):.3f}"},
         {"figure": "chromatin mean AUROC (test, RC ensemble)", "value": chromatin.get("mean_auroc")},
         {"figure": "chromatin median AUROC", "value": chromatin.get("median_auroc")},
+        *_long_range_rows(summary.get("long_range") or {}),
         {"figure": "variants scored", "value": summary["variants"].get("status_counts")},
         {"figure": "wall time (s)", "value": summary["total_seconds"]},
     ]
+
+
+def _long_range_rows(long_range: dict) -> list[dict]:
+    if not long_range:
+        return []
+    rows = [{"figure": "long-range TF21-24 vs their bin motifs TF01-04 (test AUPRC)",
+             "value": f"{long_range['auprc']:.3f} vs {long_range['anchor_auprc']:.3f}, gap closed "
+                      f"{long_range['gap_closed']:.2f}"}]
+    verdict = long_range.get("context_experiment")
+    rows.append({"figure": "long context (gbb experiment context)",
+                 "value": "not run (context=true, or gbb experiment context)" if verdict is None else
+                 f"{verdict['widest']} closes {verdict['widest_mean_gap_closed']:.2f} of the gap, "
+                 f"{verdict['narrowest']} {verdict['narrowest_mean_gap_closed']:.2f}; local AUROC "
+                 f"{-verdict['local_mean_auroc_drop']:+.3f}; {'passed' if verdict['passed'] else 'not met'}"})
+    return rows
 
 
 def format_summary(summary: dict) -> str:

@@ -98,12 +98,12 @@ def check_matches(meta: dict, checkpoint: Path, labeled, data_path: Path) -> Non
                          f"{len(labeled.feature_names)} (names or order)", data_path)
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN/inf as null, numpy scalars as numbers: strict JSON that jq and browsers read."""
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, (float, np.floating)):
         return float(value) if math.isfinite(value) else None
     if isinstance(value, np.integer):
@@ -251,7 +251,7 @@ def main(config: EvaluateConfig, quiet: bool = False, threads: int = 1) -> dict[
         if task == "promoter":
             document["negative_scheme"] = labeled.scheme
         with atomic_write(out_dir / "metrics.json") as handle:
-            json.dump(_json_safe(document), handle, indent=2)
+            json.dump(json_safe(document), handle, indent=2)
         headline, per_feature = metric_tables(task, results, labeled.scheme)
         with atomic_path(out_dir / "metrics.tsv") as tmp:
             pd.DataFrame(headline).to_csv(tmp, sep="\t", index=False, float_format="%.6g")
@@ -288,5 +288,5 @@ def main(config: EvaluateConfig, quiet: bool = False, threads: int = 1) -> dict[
                      headline_value)
         job.outputs.update({"metrics": str(out_dir / "metrics.json"), "report": str(out_dir / "report.html"),
                             "predictions": [str(p) for p in written], "final": final,
-                            "headline": _json_safe(headline_value)})
+                            "headline": json_safe(headline_value)})
     return dict(job.outputs)

@@ -261,7 +261,7 @@ def _finetune(config: FinetuneConfig, inputs: FinetuneInputs, job, saved: dict |
     """The run itself, inside its job: DeepSpeed, the loop, best/ (outputs in job.outputs)."""
     import torch
 
-    from genomics_bigbird.data.labeled import TokenizedWindows, collate_windows
+    from genomics_bigbird.data.labeled import TokenizedWindows, collate_windows, token_bp
     from genomics_bigbird.model import build_classifier, load_encoder_weights, save_checkpoint as save_weights
     from genomics_bigbird.train import engine as ds
     from genomics_bigbird.train.finetune import StrandAugmented
@@ -295,6 +295,12 @@ def _finetune(config: FinetuneConfig, inputs: FinetuneInputs, job, saved: dict |
         job.log.info("encoder initialized from %s", inputs.pretrained_path)
     else:
         job.log.warning("no pretrained checkpoint: the encoder starts from random weights")
+    if model_config.bin_bp is not None:
+        model.set_token_bp(token_bp(tokenizer))
+        job.log.info("the central %d bp of each window are the labeled bin: %s", model_config.bin_bp,
+                     ", ".join(part for part, on in (("segment 1", model_config.bin_segment),
+                                                     ("pooled beside [CLS]", model_config.bin_pooling)) if on)
+                     or "marked but unused")
     engine = ds.build_engine(model, plan.config, lr=train.lr, weight_decay=train.weight_decay,
                              warmup_steps=train.warmup_steps, total_steps=steps, eps=train.adam_eps)
     torch.manual_seed(train.seed + 1 + ctx.rank)  # dropout differs between ranks
@@ -335,11 +341,12 @@ def _finetune(config: FinetuneConfig, inputs: FinetuneInputs, job, saved: dict |
                         max_length=data.max_length, block_size=model_config.block_size,
                         rc_ensemble=train.eval_rc_ensemble)
 
-    record, kept = train_loop(engine, batches, evaluate, export_best, train=train, steps=steps, ctx=ctx,
-                              start=start, job=job, out_dir=out_dir, pos_weight=inputs.pos_weight, task=task)
+    record, kept, seen = train_loop(engine, batches, evaluate, export_best, train=train, steps=steps, ctx=ctx,
+                                    start=start, job=job, out_dir=out_dir, pos_weight=inputs.pos_weight, task=task)
     if math.isnan(kept.valid_auroc):
         job.log.warning("the valid split has no positive (or no negative) examples: no AUROC; best/ holds "
                         "the model of the first evaluation")
     job.outputs.update({"best": str(best_dir), "best_step": kept.step, "best_valid_auroc": kept.valid_auroc,
                         "metrics": str(out_dir / "metrics.jsonl"), "checkpoints": str(checkpoints),
-                        "steps": steps, "last": record})
+                        "steps": steps, "last": record, "tokens_seen": int(seen["tokens"]),
+                        "examples_seen": int(seen["examples"]), "train_seconds": round(seen["seconds"], 3)})

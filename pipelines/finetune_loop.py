@@ -77,10 +77,11 @@ def kept_best(best_dir: Path) -> Best:
 
 
 def train_loop(engine, batches, evaluate, export_best, *, train, steps: int, ctx, start, job,
-               out_dir: Path, pos_weight: float, task: str) -> tuple[dict, Best]:
+               out_dir: Path, pos_weight: float, task: str) -> tuple[dict, Best, dict]:
     """Optimizer steps from `start` (a training.Resumed) to `steps`, with validation every eval_every and
     checkpoints every checkpoint_every (both always at the last step). Returns the last training
-    record and the best/ actually kept.
+    record, the best/ actually kept and what training has seen: tokens, examples and seconds
+    (validation time left out; checkpointed, so a resumed run counts the whole run).
 
     `best` replays the run's own decisions (logged in metrics.jsonl, saved in checkpoints); `kept`
     is what best/ holds, which after a restart may come from beyond the checkpoint: it is replaced
@@ -94,6 +95,7 @@ def train_loop(engine, batches, evaluate, export_best, *, train, steps: int, ctx
     metrics = MetricsWriter(out_dir, step, enabled=ctx.is_main, prefix="finetune")
     sums, record = MetricSums(dict(start.pending_sums)), metrics.last_record()
     best, kept = Best(**start.state.get("best", {})), kept_best(out_dir / "best")
+    seen = dict(start.state.get("seen", {"tokens": 0.0, "examples": 0.0, "seconds": 0.0}))
     if best.step is not None and kept.step is None:
         job.log.warning("best/ (step %d, valid AUROC %.4f) is missing: best/ will hold the best model from here on",
                         best.step, best.valid_auroc)
@@ -109,7 +111,10 @@ def train_loop(engine, batches, evaluate, export_best, *, train, steps: int, ctx
             last = step == steps
             if step % train.log_every == 0 or last:
                 now = time.perf_counter()
-                record = summarize(sums.reduce(ctx.device), lr, now - tick, step, position.epoch)
+                totals = sums.reduce(ctx.device)
+                record = summarize(totals, lr, now - tick, step, position.epoch)
+                seen = {"tokens": seen["tokens"] + totals["tokens"], "examples": seen["examples"] + totals["examples"],
+                        "seconds": seen["seconds"] + now - tick}
                 tick = now
                 metrics.write(record)
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
@@ -127,9 +132,9 @@ def train_loop(engine, batches, evaluate, export_best, *, train, steps: int, ctx
                 tick = time.perf_counter()  # validation time is not training throughput
             if step % train.checkpoint_every == 0 or last:
                 save_checkpoint(engine, out_dir / "checkpoints", step, position, sums, train.keep_checkpoints,
-                                world_size=ctx.world_size, best=dataclasses.asdict(best))
+                                world_size=ctx.world_size, best=dataclasses.asdict(best), seen=seen)
             bar.update(1)
     finally:
         bar.close()
         metrics.close()
-    return record, kept
+    return record, kept, seen

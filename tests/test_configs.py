@@ -17,6 +17,7 @@ CONFIG_CLASSES = {
     "finetune": "pipelines.finetune:FinetuneConfig",
     "tasks/promoter": "pipelines.promoter:PromoterPrepareConfig",
     "tasks/chromatin": "pipelines.chromatin:ChromatinPrepareConfig",
+    "experiment": "pipelines.experiment:ContextExperimentConfig",
 }
 
 

@@ -43,13 +43,26 @@ _STR = h5py.string_dtype("utf-8")
 
 
 class Tokenizer(Protocol):
-    """What `TokenizedWindows` needs of `genomics_bigbird.tokenizer.DNATokenizer`."""
+    """What `TokenizedWindows` and `token_bp` need of `genomics_bigbird.tokenizer.DNATokenizer`."""
 
     cls_id: int
     sep_id: int
     pad_id: int
+    special_ids: tuple[int, ...]
 
     def encode(self, sequence: str) -> list[int]: ...
+
+    def id_to_piece(self, token_id: int) -> str: ...
+
+    def __len__(self) -> int: ...
+
+
+def token_bp(tokenizer: Tokenizer) -> np.ndarray:
+    """Base pairs each token id spells (int64, one per id; 0 for special tokens): what a
+    `BinClassifier` needs to find the window's central bin."""
+    special = set(tokenizer.special_ids)
+    return np.array([0 if i in special else len(tokenizer.id_to_piece(i)) for i in range(len(tokenizer))],
+                    dtype=np.int64)
 
 
 @dataclass
@@ -214,6 +227,7 @@ class LabeledWindows:
         self.task, self.scheme, self.source = self.attrs["task"], self.attrs["scheme"], self.attrs["source"]
         self._file: h5py.File | None = None
         self._pid = -1
+        self._columns: dict[str, h5py.Dataset] = {}
 
     @property
     def feature_names(self) -> list[str]:
@@ -225,8 +239,15 @@ class LabeledWindows:
 
     def _h5(self) -> h5py.File:
         if self._file is None or self._pid != os.getpid():
-            self._file, self._pid = h5py.File(self.path, "r"), os.getpid()
+            self._file, self._pid, self._columns = h5py.File(self.path, "r"), os.getpid(), {}
         return self._file
+
+    def _column(self, name: str) -> h5py.Dataset:
+        """An open dataset, kept: looking it up by name per row cost ~1 ms, most of a random row read."""
+        f = self._h5()
+        if name not in self._columns:
+            self._columns[name] = f[name]
+        return self._columns[name]
 
     def __len__(self) -> int:
         return len(self.split)
@@ -241,7 +262,7 @@ class LabeledWindows:
 
     def sequence(self, index: int) -> str:
         """The window of row `index`, 5'->3'."""
-        return self._h5()["sequences"][int(index)].decode("ascii")
+        return self._column("sequences")[int(index)].decode("ascii")
 
     def sequences(self, rows: np.ndarray) -> list[str]:
         """The windows of several rows in one read (~100x cheaper per row than `sequence` for a block)."""
@@ -257,7 +278,7 @@ class LabeledWindows:
 
     def labels(self, rows: np.ndarray | int | None = None) -> np.ndarray:
         """Labels (uint8) of one row, of several rows, or of all rows."""
-        data = self._h5()["labels"]
+        data = self._column("labels")
         if rows is None:
             return data[:]
         if np.ndim(rows) == 0:
@@ -281,11 +302,11 @@ class LabeledWindows:
     def close(self) -> None:
         if self._file is not None and self._pid == os.getpid():
             self._file.close()
-        self._file, self._pid = None, -1
+        self._file, self._pid, self._columns = None, -1, {}
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_file"], state["_pid"] = None, -1
+        state["_file"], state["_pid"], state["_columns"] = None, -1, {}
         return state
 
     def __repr__(self) -> str:

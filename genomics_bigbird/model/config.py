@@ -48,6 +48,11 @@ class EncoderConfig:
     activation: str = "gelu"            # "gelu": exact erf GELU; "gelu_new": the tanh approximation (HF BigBird)
     classifier_head: str = "pooled"     # "pooled": linear on tanh-pooled [CLS]; "hf": dense, act, out_proj on [CLS]
     sparse_layout: str = "random"       # "random": drawn random blocks; "hf_eval": HF's eval-mode layout
+    # Classifiers only (model/bins.py): mark the tokens over the window's central `bin_bp` base pairs
+    # as segment 1 (`bin_segment`) and pool them beside [CLS] (`bin_pooling`). None: [CLS] alone.
+    bin_bp: int | None = None
+    bin_segment: bool = True
+    bin_pooling: bool = False
 
     def __post_init__(self) -> None:
         positive = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
@@ -86,6 +91,10 @@ class EncoderConfig:
                              f"got {self.window_blocks}")
         if self.combiner_span is not None and (not isinstance(self.combiner_span, int) or self.combiner_span < 1):
             raise ValueError(f"model config: combiner_span must be a positive integer or null, got {self.combiner_span!r}")
+        if self.bin_bp is not None and (not isinstance(self.bin_bp, int) or self.bin_bp < 1):
+            raise ValueError(f"model config: bin_bp must be a positive integer or null, got {self.bin_bp!r}")
+        if self.bin_pooling and self.bin_bp is None:
+            raise ValueError("model config: bin_pooling needs bin_bp (the width of the labeled bin, e.g. 200)")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model config: dropout must be in [0, 1), got {self.dropout}")
         if self.pad_id >= self.vocab_size:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genomics_bigbird.model.bins import BinClassifier
 from genomics_bigbird.model.config import EncoderConfig
 from genomics_bigbird.model.encoder import Encoder, activation_function, build_encoder, init_weights
 
@@ -142,19 +143,29 @@ def build_masked_lm(config: EncoderConfig) -> MaskedLanguageModel:
     return MaskedLanguageModel(build_encoder(config), build_mlm_head(config))
 
 
-def build_classifier(config: EncoderConfig, num_labels: int) -> SequenceClassifier:
+def build_classifier(config: EncoderConfig, num_labels: int) -> nn.Module:
     """A sequence classifier with `num_labels` outputs (promoter: 1; chromatin: 919 by default).
 
     The head is the config's `classifier_head`: "pooled" (a linear layer on the tanh-pooled [CLS])
     or "hf" (`ClsHead`, HF's dense + activation + projection on the [CLS] hidden state).
+    With `config.bin_bp` set, a `BinClassifier` that marks the window's central bin (pooled head
+    only); fill its `token_bp` from the tokenizer (`set_token_bp`) before training.
     """
     if num_labels < 1:
         raise ValueError(f"num_labels must be at least 1, got {num_labels}")
-    if config.classifier_head == "hf":
-        head = ClsHead(config.hidden_size, num_labels, config.dropout, config.initializer_range, config.activation)
-    else:
-        head = PooledHead(config.hidden_size, num_labels, config.dropout, config.initializer_range)
-    return SequenceClassifier(build_encoder(config), head)
+    if config.bin_bp is None:
+        if config.classifier_head == "hf":
+            head = ClsHead(config.hidden_size, num_labels, config.dropout, config.initializer_range,
+                           config.activation)
+        else:
+            head = PooledHead(config.hidden_size, num_labels, config.dropout, config.initializer_range)
+        return SequenceClassifier(build_encoder(config), head)
+    if config.classifier_head != "pooled":
+        raise ValueError(f"bin_bp needs classifier_head 'pooled', got {config.classifier_head!r}")
+    width = config.hidden_size * (2 if config.bin_pooling else 1)
+    head = PooledHead(width, num_labels, config.dropout, config.initializer_range)
+    return BinClassifier(build_encoder(config), head, vocab_size=config.vocab_size, bin_bp=config.bin_bp,
+                         bin_segment=config.bin_segment, bin_pooling=config.bin_pooling)
 
 
 def load_encoder_weights(model: PretrainingModel | SequenceClassifier,

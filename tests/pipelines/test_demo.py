@@ -61,6 +61,9 @@ def test_demo_report_holds_the_evaluation_and_scoring_results(demo):
     assert len(rows) - 1 == expected
     assert sum(report["variants"]["status_counts"].values()) == expected
     assert report["pretrain"]["first_loss"] is not None and report["tokenizer"]["bp_per_token"] > 1
+    # the long-range features against their bin motifs at the demo's width; the 8 kbp experiment is opt-in
+    assert set(report["long_range"]) == {"auprc", "anchor_auprc", "gap_closed", "context_experiment"}
+    assert report["long_range"]["context_experiment"] is None
 
 
 def test_demo_stops_at_the_first_failing_step(tmp_path, capsys):

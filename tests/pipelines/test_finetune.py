@@ -145,6 +145,10 @@ def test_promoter_finetunes_from_pretrained_and_best_checkpoint_reloads(tmp_path
     assert resolved["train"]["pos_weight"] == 1.0 and resolved["model"]["hidden_size"] == 32
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["outputs"]["best_step"] == best["step"]
+    # the budget actually spent: every step's windows, their real tokens, the training time
+    assert manifest["outputs"]["examples_seen"] == 30 * resolved["train"]["global_batch_size"]
+    assert manifest["outputs"]["tokens_seen"] >= 3 * manifest["outputs"]["examples_seen"]
+    assert 0 < manifest["outputs"]["train_seconds"] < manifest["outputs"]["elapsed_s"]
     assert any(p.name.startswith("events") for p in (out / "tensorboard").iterdir())
     # A second run into the same directory must not replace the kept model.
     assert finetune("promoter", data, tokenizer, out, "train.steps=1", pretrained=pretrained) == 2

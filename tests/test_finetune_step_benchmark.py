@@ -1,0 +1,26 @@
+"""benchmarks/finetune_step.py runs as users run it (`--quick`, CPU) and reports both lengths against its baseline.
+
+Speeds are not asserted (performance lives in benchmarks/); this keeps the script from rotting.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_finetune_step_reports_short_and_long_windows_in_one_run():
+    done = subprocess.run([sys.executable, "benchmarks/finetune_step.py", "--quick"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    rows = report["results"]
+    assert [r["tokens"] for r in rows] == [100, 1600] and report["baseline"] == "100 tokens"
+    assert rows[0]["ratio_vs_baseline"] == 1.0
+    for row in rows:
+        assert row["tokens_per_s"] > 0 and 0 <= row["data_ms"] < row["step_ms"]
+        # every window is cut to exactly the row's length: tokens/s counts real tokens, not padding
+        assert row["tokens_per_s"] * row["step_ms"] / 1000 == pytest.approx(row["tokens"] * row["batch"])
