@@ -181,7 +181,7 @@ def planned_jobs(lines: list[str]) -> list[PlannedJob]:
     """The jobs of `snakemake -n -p` output: rule, input, output and shell command of each."""
     jobs: list[PlannedJob] = []
     for line in lines:
-        if match := re.fullmatch(r"(?:local)?rule (\w+):", line):
+        if match := re.fullmatch(r"(?:local)?(?:rule|checkpoint) (\w+):", line):
             jobs.append(PlannedJob(match.group(1)))
         elif jobs and (match := re.fullmatch(r"    (input|output): (.*)", line)):
             getattr(jobs[-1], match.group(1) + "s").extend(match.group(2).split(", "))
