@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import math
 import os
-import platform
+import statistics
 import sys
 import tempfile
 import time
+import traceback
 from functools import partial
 from pathlib import Path
 
@@ -72,6 +72,7 @@ def time_row(tokenizer, path: Path, tokens: int, batch: int, steps: int, warmup:
     from genomics_bigbird.data.labeled import LabeledWindows, TokenizedWindows, collate_windows
     from genomics_bigbird.model import EncoderConfig, build_classifier
     from genomics_bigbird.train import engine as ds
+    from genomics_bigbird.train.deepspeed_config import deepspeed_config
     from genomics_bigbird.train.finetune import classification_step
     from genomics_bigbird.train.loop import MetricSums, micro_batches
     from pipelines.config import load_config
@@ -84,8 +85,8 @@ def time_row(tokenizer, path: Path, tokens: int, batch: int, steps: int, warmup:
     batches = micro_batches(windows, collate, batch, seed=0, rank=0, world_size=1)
     torch.manual_seed(0)
     model = build_classifier(config, len(labeled.feature_names))
-    ds_config = ds.deepspeed_config(global_batch_size=batch, micro_batch_size=batch, world_size=1, zero_stage=2,
-                                    precision="fp32", gradient_clipping=1.0)
+    ds_config = deepspeed_config(global_batch_size=batch, micro_batch_size=batch, world_size=1, zero_stage=2,
+                                 precision="fp32", gradient_clipping=1.0)
     engine = ds.build_engine(model, ds_config, lr=1e-4, weight_decay=0.01, warmup_steps=0,
                              total_steps=warmup + steps)
     sums = MetricSums()
@@ -94,15 +95,17 @@ def time_row(tokenizer, path: Path, tokens: int, batch: int, steps: int, warmup:
         classification_step(engine, timed_batches, 1, sums, step + 1, torch.device("cpu"), 8.0, "")
     sums.reduce()
     timed_batches.seconds = 0.0
-    start = time.perf_counter()
+    step_seconds = []
     for step in range(steps):
+        start = time.perf_counter()
         classification_step(engine, timed_batches, 1, sums, warmup + step + 1, torch.device("cpu"), 8.0, "")
-    elapsed = time.perf_counter() - start
+        step_seconds.append(time.perf_counter() - start)
     totals = sums.reduce()
-    return {"model": "finetune-tiny", "tokens": tokens, "batch": batch, "attention": config.attention,
-            "block_size": config.block_size, "step_ms": 1000 * elapsed / steps,
-            "data_ms": 1000 * timed_batches.seconds / steps, "tokens_per_s": totals["tokens"] / elapsed,
-            "examples_per_s": totals["examples"] / elapsed}
+    median = statistics.median(step_seconds)
+    return {"model": f"finetune-{tokens}", "tokens": tokens, "batch": batch, "attention": config.attention,
+            "block_size": config.block_size, "step_ms": 1000 * median,
+            "data_ms": 1000 * timed_batches.seconds / steps, "tokens_per_s": totals["tokens"] / steps / median,
+            "examples_per_s": totals["examples"] / steps / median}
 
 
 class _TimedIterator:
@@ -153,15 +156,23 @@ def finetune_rows(*, quick: bool, token_counts: list[int] | None = None, batch: 
         set_deepspeed_log_level(40)
         tokenizer, paths, bp_per_token = build_inputs(Path(tmp), vocab_size, max(batch * (steps + warmup), 32),
                                                       token_counts)
-        results = [time_row(tokenizer, paths[n], n, batch, steps, warmup, model_yaml) for n in token_counts]
+        results = []
+        for n in token_counts:
+            try:
+                results.append(time_row(tokenizer, paths[n], n, batch, steps, warmup, model_yaml))
+            except Exception as err:  # recorded, and the run exits 1; the other rows still run
+                traceback.print_exc(file=sys.stderr)
+                results.append({"model": f"finetune-{n}", "tokens": n, "batch": batch,
+                                "error": f"{type(err).__name__}: {err}"})
     baseline = results[0]
     for row in results:
-        row["ratio_vs_baseline"] = row["tokens_per_s"] / baseline["tokens_per_s"]
-    return {"baseline": f"{baseline['tokens']} tokens", "bp_per_token": bp_per_token, "vocab_size": vocab_size,
+        if "tokens_per_s" in row and "tokens_per_s" in baseline:
+            row["ratio_vs_baseline"] = row["tokens_per_s"] / baseline["tokens_per_s"]
+    return {"baseline": baseline["model"], "bp_per_token": bp_per_token, "vocab_size": vocab_size,
             "model_config": str(model_yaml), "steps": steps, "warmup": warmup, "results": results}
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="batch 4, 2 timed steps, vocab 1024")
     parser.add_argument("--tokens", default=None, help=f"comma list of window lengths in tokens; the first is the "
@@ -173,23 +184,18 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     import torch
 
-    from genomics_bigbird.atomic import atomic_write
+    from benchmarks.harness import environment, finish, pin_one_core, problems
 
-    if args.threads == 1 and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    pinned = pin_one_core() if args.threads == 1 else None
     torch.set_num_threads(args.threads)
     tokens = [int(t) for t in args.tokens.split(",")] if args.tokens else None
-    report = {"benchmark": "finetune_step", "device": platform.processor() or "cpu", "torch": torch.__version__,
-              "python": platform.python_version(), "threads": args.threads, "dtype": "float32",
-              **finetune_rows(quick=args.quick, token_counts=tokens, batch=args.batch, steps=args.steps)}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        with atomic_write(args.out) as handle:
-            handle.write(text + "\n")
-    return report
+    rows = finetune_rows(quick=args.quick, token_counts=tokens, batch=args.batch, steps=args.steps)
+    report = {"benchmark": "finetune_step", **environment(torch.device("cpu")), "pinned_core": pinned,
+              "dtype": "float32", "timing": "median step time", **rows}
+    return finish(report, args.out, problems(rows["results"], name="model", baseline=rows["baseline"],
+                                             ours=("finetune-",), figure="tokens_per_s"))
 
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
-    main()
+    sys.exit(main())

@@ -262,7 +262,7 @@ def summarize(step: str, runs: list[dict]) -> dict:
                 and any(o["step"] == step and o["size"] == r["size"] and o["workers"] == 2 for o in runs)}
     speedup2 = speedup2_wall = None
     if {1, 2} <= set(compared):  # the work itself (fixed cost subtracted), and the whole command
-        speedup2 = (compared[1]["wall_s"] - fixed) / max(compared[2]["wall_s"] - fixed, 1e-3)
+        speedup2 = max(compared[1]["wall_s"] - fixed, 1e-3) / max(compared[2]["wall_s"] - fixed, 1e-3)
         speedup2_wall = compared[1]["wall_s"] / compared[2]["wall_s"]
     what, target = TARGETS[step]
     # a power law extrapolates only a clearly superlinear step, not noise on a small variable part

@@ -237,12 +237,14 @@ def main(argv: list[str] | None = None) -> int:
               "config": to_dict(base), "config_path": str(config_path), "baseline": BASELINE,
               "skipped_hf": None if env["transformers"] else "transformers is not importable",
               "results": results}
+    reasons = problems(results, name="model", baseline=BASELINE, ours=OURS, figure="tokens_per_s")
     if args.finetune:
         from benchmarks.finetune_step import finetune_rows
 
         report["finetune"] = finetune_rows(quick=args.quick)
-    return finish(report, args.out, problems(results, name="model", baseline=BASELINE, ours=OURS,
-                                             figure="tokens_per_s"))
+        reasons += problems(report["finetune"]["results"], name="model", baseline=report["finetune"]["baseline"],
+                            ours=("finetune-",), figure="tokens_per_s")
+    return finish(report, args.out, reasons)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ def test_finetune_step_reports_short_and_long_windows_in_one_run():
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
     rows = report["results"]
-    assert [r["tokens"] for r in rows] == [100, 1600] and report["baseline"] == "100 tokens"
+    assert [r["tokens"] for r in rows] == [100, 1600] and report["baseline"] == "finetune-100"
+    assert report["problems"] == [] and report["pinned_core"] is not None
     assert rows[0]["ratio_vs_baseline"] == 1.0
     for row in rows:
         assert row["tokens_per_s"] > 0 and 0 <= row["data_ms"] < row["step_ms"]

@@ -347,6 +347,8 @@ class TokenizedWindows:
 
     def input_ids(self, items: Sequence[int]) -> list[torch.Tensor]:
         """`[CLS] tokens [SEP]` (long, (length,)) of windows `items` of this split, read in one go; no labels."""
+        import torch
+
         out = []
         for sequence in self.labeled.sequences(self.rows[np.asarray(items, dtype=np.int64)]):
             if self.reverse_complement:
