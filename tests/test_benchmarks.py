@@ -6,6 +6,7 @@ runs depend on from rotting between GPU sessions. The GPU suite runs once in its
 """
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(*command: str, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    # not the process group an earlier in-process test of this worker opened (its port is taken)
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    done = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     if check:
         assert done.returncode == 0, done.stderr[-3000:]
     return done

@@ -3,6 +3,7 @@
 Speeds are not asserted (performance lives in benchmarks/); this keeps the script from rotting.
 """
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_finetune_step_reports_short_and_long_windows_in_one_run():
+    # not the process group an earlier in-process test of this worker opened (its port is taken)
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
     done = subprocess.run([sys.executable, "benchmarks/finetune_step.py", "--quick"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
     rows = report["results"]
