@@ -180,22 +180,14 @@ def window_steps(bench: Bench) -> None:
         shutil.rmtree(bundle)
 
 
-def accepts_workers(words: tuple[str, ...]) -> bool:
-    """Whether `gbb WORDS` has a --workers option (score-variants gains it in a parallel change)."""
-    from pipelines import cli
-
-    parser = argparse.ArgumentParser()
-    importlib.import_module(cli.COMMANDS[words][0]).add_arguments(parser, words)
-    return any("--workers" in action.option_strings for action in parser._actions)
-
-
 def loader_workers(cores: int) -> list[str]:
     """Options of evaluate / score-variants on `cores` cores: 1, all in one process; 2, two DataLoader
-    workers tokenizing while the main process runs the (tiny) model with one thread."""
+    workers (evaluate: tokenizing while the main process runs the tiny model; score-variants on CPU:
+    each worker also runs the model on its own groups)."""
     return ["--threads", "1", "--workers", "0" if cores == 1 else str(cores)]
 
 
-def model_steps(bench: Bench) -> dict:
+def model_steps(bench: Bench) -> None:
     plan, work = bench.plan, bench.work
     tokenizer = work / f"tok_{min(plan.genome_mbp):g}" / "bpe.model"
     checkpoint = inputs.write_tiny_classifier(work / "model", tokenizer, bench.seed, plan.features)
@@ -208,19 +200,15 @@ def model_steps(bench: Bench) -> dict:
                 "--batch-size", "64", "--max-length", "64", *loader_workers(cores)], cores)
             shutil.rmtree(out)
     fasta = bench.genome(min(plan.genome_mbp))
-    has_workers = accepts_workers(("score-variants",))
     for n in plan.variants:
         vcf = inputs.write_vcf(work / f"variants_{n}.vcf.gz", fasta, n, bench.seed)
-        compare = has_workers and plan.workers_at["score_variants"] == n
-        for cores in (1, 2) if compare else (1,):
+        for cores in (1, 2) if plan.workers_at["score_variants"] == n else (1,):
             out = work / f"scores_{n}_w{cores}.tsv"
-            parallel = loader_workers(cores) if has_workers else ["--threads", "1"]
             bench.run("score_variants", n, [
                 "score-variants", "--vcf", str(vcf), "--fasta", str(fasta), "--checkpoint", str(checkpoint),
                 "--tokenizer", str(tokenizer), "--width", str(plan.variant_width), "--out", str(out),
-                "--batch-size", "64", "--device", "cpu", *parallel], cores)
+                "--batch-size", "64", "--device", "cpu", *loader_workers(cores)], cores)
             out.unlink()
-    return {"score_variants_has_workers": has_workers}
 
 
 def exponent(sizes: list[float], values: list[float]) -> float:
@@ -358,7 +346,7 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         genome_steps(bench)
         window_steps(bench)
-        extra = model_steps(bench)
+        model_steps(bench)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -366,7 +354,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {"benchmark": "scale", "mode": "quick" if args.quick else "full",
               "command": "python benchmarks/scale.py " + " ".join(sys.argv[1:] if argv is None else argv),
               **env, "in_process": bench.in_process, "plan": dataclasses.asdict(plan),
-              "corpus_passes_measured": 1, "corpus_passes_extrapolated": PASSES, **extra,
+              "corpus_passes_measured": 1, "corpus_passes_extrapolated": PASSES,
               "seconds": round(time.perf_counter() - started, 1), "steps": steps, "runs": bench.runs}
     write_report(report, args.out)
     return report

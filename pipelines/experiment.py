@@ -142,6 +142,11 @@ def check_config(config: ContextExperimentConfig) -> None:
         raise InputError("give all of fasta, bins, labels and features (or none: the simulated genome)")
     if (config.pretrained is None) != (config.tokenizer is None):
         raise InputError("give pretrained and tokenizer together (or neither: pretrain here)")
+    if config.pretrained is not None and not (Path(config.pretrained) / "checkpoint.json").is_file():
+        raise InputError("pretrained is not a checkpoint directory (no checkpoint.json): give a pretraining run's "
+                         "final/", config.pretrained)
+    if config.tokenizer is not None and not Path(config.tokenizer).is_file():
+        raise InputError("tokenizer not found", config.tokenizer)
     if not config.widths or min(config.widths) < 1:
         raise InputError(f"widths must be positive window widths in bp, got {config.widths}")
     unknown = sorted(set(config.attentions) - set(ATTENTIONS))

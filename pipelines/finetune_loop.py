@@ -133,6 +133,7 @@ def train_loop(engine, batches, evaluate, export_best, *, train, steps: int, ctx
             if step % train.checkpoint_every == 0 or last:
                 save_checkpoint(engine, out_dir / "checkpoints", step, position, sums, train.keep_checkpoints,
                                 world_size=ctx.world_size, best=dataclasses.asdict(best), seen=seen)
+                tick = time.perf_counter()  # nor is writing a checkpoint
             bar.update(1)
     finally:
         bar.close()

@@ -28,11 +28,11 @@ from genomics_bigbird.atomic import atomic_path
 from genomics_bigbird.errors import InputError
 from pipelines.job import Job
 from pipelines.score_variants import add_window_arguments, load_scoring_model, window_width
+from pipelines.variant_outputs import H5_SUFFIXES
 
 if TYPE_CHECKING:
     from genomics_bigbird.score.ism import SaturationMap
 
-H5_SUFFIXES = (".h5", ".hdf5")
 OUTPUT_HELP = """--out (HDF5), bases in the order A, C, G, T:
   diff           (positions, 4, features) alt - ref, as score-variants' diff; exactly 0 at the reference base
   log_odds_diff  (positions, 4, features) logit(alt) - logit(ref); exactly 0 at the reference base

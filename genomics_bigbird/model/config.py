@@ -95,6 +95,12 @@ class EncoderConfig:
             raise ValueError(f"model config: bin_bp must be a positive integer or null, got {self.bin_bp!r}")
         if self.bin_pooling and self.bin_bp is None:
             raise ValueError("model config: bin_pooling needs bin_bp (the width of the labeled bin, e.g. 200)")
+        if self.bin_bp is not None and self.classifier_head != "pooled":
+            raise ValueError(f"model config: bin_bp needs classifier_head: pooled (the bin's tokens are pooled beside "
+                             f"[CLS] into its input), got {self.classifier_head!r}")
+        if self.bin_bp is not None and self.bin_segment and self.type_vocab_size < 2:
+            raise ValueError("model config: bin_segment marks the bin as segment 1, which needs type_vocab_size >= 2 "
+                             f"(got {self.type_vocab_size}); set bin_segment: false")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model config: dropout must be in [0, 1), got {self.dropout}")
         if self.pad_id >= self.vocab_size:

@@ -160,8 +160,6 @@ def build_classifier(config: EncoderConfig, num_labels: int) -> nn.Module:
         else:
             head = PooledHead(config.hidden_size, num_labels, config.dropout, config.initializer_range)
         return SequenceClassifier(build_encoder(config), head)
-    if config.classifier_head != "pooled":
-        raise ValueError(f"bin_bp needs classifier_head 'pooled', got {config.classifier_head!r}")
     width = config.hidden_size * (2 if config.bin_pooling else 1)
     head = PooledHead(width, num_labels, config.dropout, config.initializer_range)
     return BinClassifier(build_encoder(config), head, vocab_size=config.vocab_size, bin_bp=config.bin_bp,

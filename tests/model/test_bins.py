@@ -137,3 +137,16 @@ def test_with_a_trained_tokenizer_the_marked_tokens_spell_the_central_bin(tmp_pa
             with torch.no_grad():
                 strands.append(torch.sigmoid(model(one, torch.ones_like(one, dtype=torch.bool)))[0])
         assert np.allclose(probabilities, ((strands[0] + strands[1]) / 2).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"classifier_head": "hf"}, "bin_bp needs classifier_head: pooled"),
+    ({"type_vocab_size": 1}, "type_vocab_size >= 2"),
+])
+def test_bin_settings_the_model_cannot_run_are_refused_with_the_config(changes, message):
+    # refused when the config is read, before any model is built or a run directory written
+    with pytest.raises(ValueError, match=message):
+        EncoderConfig(vocab_size=40, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
+                      max_position=64, block_size=8, bin_bp=200, **changes)
+    EncoderConfig(vocab_size=40, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, max_position=64,
+                  block_size=8, bin_bp=200, **{**changes, "bin_segment": False, "classifier_head": "pooled"})

@@ -83,3 +83,12 @@ def test_full_attention_is_left_out_where_it_does_not_fit():
     assert arms == [Arm(400, "bigbird"), Arm(8000, "bigbird"), Arm(8000, "combiner-fixed"), Arm(8000, "combiner-axial")]
     config.full_attention_max_tokens = 2048
     assert Arm(8000, "full") in plan_arms(config, bp_per_token=5.0, pretrained_attention="bigbird")
+
+
+def test_a_pretrained_path_that_is_no_checkpoint_is_a_one_line_error_before_anything_runs(tmp_path, capsys):
+    tokenizer = tmp_path / "bpe.model"
+    tokenizer.write_bytes(b"")
+    out = tmp_path / "out"
+    assert cli.main(["experiment", "context", "--quick", "--out", str(out), f"pretrained={tmp_path / 'nowhere'}",
+                     f"tokenizer={tokenizer}"]) == 2
+    assert "no checkpoint.json" in capsys.readouterr().err and not out.exists()
