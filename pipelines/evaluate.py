@@ -188,6 +188,17 @@ def tokenizing_workers(requested: int | None, device, threads: int) -> int:
 
 def main(config: EvaluateConfig, quiet: bool = False, threads: int = 1) -> dict[str, Any]:
     """Predict, score and report; return the outputs (paths and headline metrics)."""
+    # A wrong path is reported before torch, pandas and matplotlib are imported (seconds).
+    if not config.checkpoints:
+        raise InputError("give at least one --checkpoint")
+    if not Path(config.tokenizer).is_file():
+        raise InputError("tokenizer model not found", config.tokenizer)
+    if not Path(config.data).is_file():
+        raise InputError("labeled-windows file not found", config.data)
+    for checkpoint in config.checkpoints:
+        if not Path(checkpoint).is_dir():
+            raise InputError("checkpoint directory not found", checkpoint)
+
     import pandas as pd
 
     from genomics_bigbird.atomic import atomic_path, atomic_write
@@ -199,8 +210,6 @@ def main(config: EvaluateConfig, quiet: bool = False, threads: int = 1) -> dict[
     from genomics_bigbird.tokenizer import DNATokenizer
     from pipelines.job import Job
 
-    if not config.checkpoints:
-        raise InputError("give at least one --checkpoint")
     if config.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {config.batch_size}")
     device = resolve_device(config.device)

@@ -156,6 +156,13 @@ def main(vcf: Path, fasta: Path, checkpoint: Path, tokenizer: Path, out: Path, *
          width: int | None = None, region: str | None = None, bed: Path | None = None, batch_size: int = 16,
          device: str = "cpu", shard: tuple[int, int] = (0, 1), quiet: bool = False, workers: int = 0) -> dict:
     """Score every (record, ALT) of `vcf` (shard `shard`) into the table `out` and optionally `h5`."""
+    # A wrong path is reported before torch is imported (seconds).
+    for path, what in ((vcf, "VCF"), (fasta, "FASTA"), (tokenizer, "tokenizer model")):
+        if not Path(path).is_file():
+            raise InputError(f"{what} not found", path)
+    if not Path(checkpoint).is_dir():
+        raise InputError("checkpoint directory not found", checkpoint)
+
     from genomics_bigbird.genome.reference import ReferenceGenome
     from genomics_bigbird.genome.variants import VariantSource
     from genomics_bigbird.model.checkpoint import META_NAME, WEIGHTS_NAME
