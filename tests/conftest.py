@@ -48,3 +48,29 @@ def tiny_bigbird():
                            initializer_range=0.2)  # larger weights than the default, so padding effects show
     torch.manual_seed(0)
     return build_classifier(config, 3)
+
+
+@pytest.fixture(scope="session")
+def toy_chromatin_checkpoint():
+    """A function that saves a random-weight 3-feature chromatin BigBird checkpoint for a tokenizer.
+
+    Call it as make(directory, tokenizer, features, max_position, **extra) -> (model, config, checkpoint):
+    2 x 32, 8-token blocks, one global, three window and one random block, large initial weights so
+    scores differ between windows; `extra` goes into the checkpoint's metadata.
+    """
+    import torch
+
+    from genomics_bigbird.model import EncoderConfig, build_classifier, save_checkpoint
+
+    def make(directory, tokenizer, features, max_position, **extra):
+        config = EncoderConfig(vocab_size=len(tokenizer), hidden_size=32, num_layers=2, num_heads=2,
+                               intermediate_size=64, max_position=max_position, attention="bigbird", block_size=8,
+                               num_global_blocks=1, window_blocks=3, num_random_blocks=1,
+                               attention_backend="gather", initializer_range=0.3)
+        torch.manual_seed(0)
+        model = build_classifier(config, len(features)).eval()
+        checkpoint = save_checkpoint(directory, model, model_config=config.to_dict(), task="chromatin",
+                                     tokenizer_sha256=tokenizer.sha256, extra={"feature_names": features, **extra})
+        return model, config, checkpoint
+
+    return make

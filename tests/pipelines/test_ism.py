@@ -4,9 +4,7 @@ import random
 import h5py
 import numpy as np
 import pytest
-import torch
 
-from genomics_bigbird.model import EncoderConfig, build_classifier, save_checkpoint
 from genomics_bigbird.tokenizer import DNATokenizer
 from pipelines import cli
 
@@ -18,21 +16,13 @@ START, END = 140, 157  # 1-based, inclusive: 18 positions
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory):
+def toy(tmp_path_factory, toy_chromatin_checkpoint):
     root = tmp_path_factory.mktemp("ism")
     fasta = root / "ref.fa"
     fasta.write_text(f">chr1\n{CHR1}\n")
     tokenizer = DNATokenizer.train([CHR1[i: i + 60] for i in range(0, 240, 4)] * 2, vocab_size=40,
                                    model_prefix=root / "bpe", seed=0)
-    config = EncoderConfig(vocab_size=len(tokenizer), hidden_size=32, num_layers=2, num_heads=2,
-                           intermediate_size=64, max_position=96, attention="bigbird", block_size=8,
-                           num_global_blocks=1, window_blocks=3, num_random_blocks=1,
-                           attention_backend="gather", initializer_range=0.3)
-    torch.manual_seed(0)
-    model = build_classifier(config, len(FEATURES)).eval()
-    checkpoint = save_checkpoint(root / "ckpt", model, model_config=config.to_dict(), task="chromatin",
-                                 tokenizer_sha256=tokenizer.sha256,
-                                 extra={"feature_names": FEATURES, "window": W})
+    _, _, checkpoint = toy_chromatin_checkpoint(root / "ckpt", tokenizer, FEATURES, 96, window=W)
     common = ["--fasta", str(fasta), "--checkpoint", str(checkpoint), "--tokenizer", str(tokenizer.path),
               "--batch-size", "5", "--device", "cpu", "--quiet"]
     return {"root": root, "fasta": fasta, "common": common}

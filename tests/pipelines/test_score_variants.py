@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from genomics_bigbird.model import EncoderConfig, build_classifier, save_checkpoint
+from genomics_bigbird.model import save_checkpoint
 from genomics_bigbird.model.inference import pad_rows
 from genomics_bigbird.tokenizer import DNATokenizer
 from pipelines import cli
@@ -58,7 +58,7 @@ def vcf_text(records=RECORDS, extra_line=None):
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
+def inputs(tmp_path_factory, toy_chromatin_checkpoint):
     root = tmp_path_factory.mktemp("score")
     fasta = root / "ref.fa"
     fasta.write_text(f">chr1\n{CHR1}\n>chr2\n{CHR2}\n")
@@ -66,14 +66,7 @@ def inputs(tmp_path_factory):
     vcf.write_text(vcf_text())
     corpus = [CHR1[i: i + 60] for i in range(0, 340, 7)] + [CHR2[i: i + 60] for i in range(0, 90, 5)]
     tokenizer = DNATokenizer.train(corpus * 2, vocab_size=40, model_prefix=root / "tok" / "bpe", seed=0)
-    config = EncoderConfig(vocab_size=len(tokenizer), hidden_size=32, num_layers=2, num_heads=2,
-                           intermediate_size=64, max_position=128, attention="bigbird", block_size=8,
-                           num_global_blocks=1, window_blocks=3, num_random_blocks=1,
-                           attention_backend="gather", initializer_range=0.3)
-    torch.manual_seed(0)
-    model = build_classifier(config, len(FEATURES)).eval()
-    checkpoint = save_checkpoint(root / "ckpt", model, model_config=config.to_dict(), task="chromatin",
-                                 tokenizer_sha256=tokenizer.sha256, extra={"feature_names": FEATURES})
+    model, config, checkpoint = toy_chromatin_checkpoint(root / "ckpt", tokenizer, FEATURES, 128)
     return {"root": root, "fasta": fasta, "vcf": vcf, "tokenizer": tokenizer, "model": model,
             "checkpoint": checkpoint, "config": config}
 
