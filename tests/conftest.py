@@ -22,13 +22,18 @@ def sim_genome(tmp_path_factory) -> SimulatedGenome:
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """One torch thread per test process: pytest-xdist already runs one process per core, and
-    oversubscribed threads made training steps ~50x slower on the 2-core CI machine."""
+    oversubscribed threads made training steps ~50x slower on the 2-core CI machine.
+
+    A `gbb --threads N` run in-process sets OMP_NUM_THREADS for the rest of the process (as a CLI
+    should); putting it back keeps that from reaching the next test in this worker, whose default
+    thread count, and so its float reduction order, would otherwise depend on test order."""
     import torch
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture
