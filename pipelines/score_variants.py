@@ -14,6 +14,7 @@ them into `--out` (and `--h5`) and removes the parts.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import time
@@ -25,7 +26,7 @@ from genomics_bigbird.errors import InputError
 from pipelines.job import Job
 from pipelines.variant_outputs import (
     H5_SUFFIXES, MATRICES, SUMMARY_COLUMNS, TABLE_SUFFIXES, VARIANT_COLUMNS, MatrixWriter, TableWriter, merge_parts,
-    part_path)
+    part_path, table_rows)
 
 if TYPE_CHECKING:  # torch is imported where a model runs: `--help` and `--merge` start without it
     import torch
@@ -195,14 +196,19 @@ def main(vcf: Path, fasta: Path, checkpoint: Path, tokenizer: Path, out: Path, *
         bar = job.progress(total=None if quiet else source.count_records(), desc="VCF records", unit="rec")
         try:
             with TableWriter(out, features) as table, MatrixWriter(h5, features, attrs=config) as matrices:
-                for batch in score_variants(model, tok, source, num_features=len(features), batch_size=batch_size,
-                                            device=device, max_tokens=model.encoder.max_position,
-                                            length_multiple=meta["model_config"].get("block_size", 64),
-                                            workers=workers):
-                    table.write(batch)
-                    matrices.write(batch)
-                    counts.update(v.status for v in batch.variants)
-                    bar.update(batch.progress - bar.n)
+                # Without --h5 only the table's rows are kept: made where each batch is scored.
+                rows_of = functools.partial(table_rows, features=features, tsv=not table.parquet)
+                for scored in score_variants(model, tok, source, num_features=len(features), batch_size=batch_size,
+                                             device=device, max_tokens=model.encoder.max_position,
+                                             length_multiple=meta["model_config"].get("block_size", 64),
+                                             workers=workers, prepare=None if h5 else rows_of):
+                    rows = scored
+                    if h5:
+                        rows = rows_of(scored)
+                        matrices.write(scored)
+                    table.write_rows(rows)
+                    counts.update(rows.columns["status"])
+                    bar.update(rows.progress - bar.n)
         finally:
             bar.close()
             genome.close()

@@ -12,6 +12,7 @@ import functools
 import heapq
 import math
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -80,15 +81,33 @@ def variant_columns(batch: ScoredBatch) -> dict[str, list]:
     return {column: [getattr(v, field) for v in batch.variants] for column, field in fields.items()}
 
 
-def _summary_rows(batch: ScoredBatch, features: list[str]) -> dict[str, list]:
-    """The table's columns for one batch (None for the summaries of unscored variants)."""
+@dataclass
+class TableRows:
+    """A batch reduced to its table rows: what the main process needs of a batch when there is no --h5.
+
+    Made where the batch was scored (`table_rows` is `score_variants`'s `prepare`), so with
+    workers the (variants x features) matrices and the formatting stay in the workers.
+    """
+
+    columns: dict[str, list]   # TABLE_COLUMNS
+    tsv: str | None            # the rows as TSV lines, for a TSV table
+    progress: int              # input units read so far (ScoredBatch.progress)
+
+
+def table_rows(batch: ScoredBatch, features: list[str], tsv: bool = True) -> TableRows:
+    """The table's columns for one batch (None for the summaries of unscored variants), and as TSV if `tsv`."""
     summaries = batch.summaries()
     columns = variant_columns(batch)
     for name in ("diff", "log_odds_diff"):
         columns[f"max_abs_{name}"] = [None if math.isnan(x) else x for x in summaries[f"max_abs_{name}"].tolist()]
         columns[f"max_abs_{name}_feature"] = [features[i] if i >= 0 else None
                                               for i in summaries[f"max_abs_{name}_feature"].tolist()]
-    return columns
+    return TableRows(columns, _tsv_text(columns) if tsv else None, batch.progress)
+
+
+def _tsv_text(columns: dict[str, list]) -> str:
+    return "".join("\t".join(_tsv_field(value) for value in row) + "\n"
+                   for row in zip(*(columns[name] for name in TABLE_COLUMNS)))
 
 
 def _tsv_field(value) -> str:
@@ -123,16 +142,15 @@ class TableWriter:
         return self._stack.__exit__(*exc)
 
     def write(self, batch: ScoredBatch) -> None:
-        self.write_columns(_summary_rows(batch, self.features))
+        self.write_rows(table_rows(batch, self.features, tsv=not self.parquet))
 
-    def write_columns(self, columns: dict[str, list]) -> None:
-        if self.parquet:
-            self._buffer.append(columns)
-            if sum(len(c["CHROM"]) for c in self._buffer) >= MERGE_ROWS:
-                self._flush()
+    def write_rows(self, rows: TableRows) -> None:
+        if not self.parquet:
+            self._handle.write(rows.tsv if rows.tsv is not None else _tsv_text(rows.columns))
             return
-        for row in zip(*(columns[name] for name in TABLE_COLUMNS)):
-            self._handle.write("\t".join(_tsv_field(value) for value in row) + "\n")
+        self._buffer.append(rows.columns)
+        if sum(len(c["CHROM"]) for c in self._buffer) >= MERGE_ROWS:
+            self._flush()
 
     def _flush(self) -> None:
         if self._buffer:

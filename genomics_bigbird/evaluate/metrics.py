@@ -5,11 +5,14 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
-from sklearn import metrics as skm
 
 
 def binary_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
     """Return accuracy, precision, recall, F1, MCC and AUROC/AUPRC of one binary task."""
+    # sklearn costs ~1.8 s to import; the commands that load a classifier only to score with it
+    # (score-variants, ism) never call this.
+    from sklearn import metrics as skm
+
     y = np.asarray(labels).astype(int).ravel()
     p = np.asarray(probabilities, dtype=np.float64).ravel()
     if y.shape != p.shape:

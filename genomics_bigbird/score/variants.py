@@ -224,7 +224,8 @@ def in_groups(source: GroupedVariants, work: Callable[[VariantGroup], Any], *, g
 
 def score_variants(model: torch.nn.Module, tokenizer, windows: GroupedVariants | Iterable[VariantWindows], *,
                    num_features: int, batch_size: int = 16, device: str | torch.device = "cpu",
-                   max_tokens: int | None = None, length_multiple: int = 64, workers: int = 0) -> Iterator[ScoredBatch]:
+                   max_tokens: int | None = None, length_multiple: int = 64, workers: int = 0,
+                   prepare: Callable[[ScoredBatch], Any] | None = None) -> Iterator:
     """Score variants in input order, yielding one `ScoredBatch` per group (unscored variants get NaN rows).
 
     `windows` is a source with `groups` (`VariantSource`, `SaturationSource`) or any iterable of
@@ -237,6 +238,12 @@ def score_variants(model: torch.nn.Module, tokenizer, windows: GroupedVariants |
     half of the work, and this process only collects (the batches' variants then come without
     their window sequences, which stay in the workers). Groups and forward passes are the same
     whatever `workers`, so the scores are too (run at one thread per process, they are identical).
+
+    `prepare(batch)`, when given, is yielded instead of each batch and runs where the batch was
+    scored: in the worker, when workers run the model. Use it to reduce a batch to what the caller
+    keeps (the rows of a table, a few features): its (variants x features) float64 matrices are
+    then never pickled between processes, which otherwise costs the collecting process about as
+    much as a worker's scoring. It must be picklable (a module-level function or a partial of one).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -244,15 +251,16 @@ def score_variants(model: torch.nn.Module, tokenizer, windows: GroupedVariants |
     tokenize = functools.partial(tokenize_group, tokenizer=tokenizer, **options)
     predict = functools.partial(predict_group, model, pad_id=tokenizer.pad_id, num_features=num_features,
                                 batch_size=batch_size, device=device, **options)
+    finish = prepare or _unchanged
     if not hasattr(windows, "groups"):
         for group in group_variants(enumerate(windows, start=1), batch_size, fill=_unchanged):
-            yield predict(tokenize(group))
+            yield finish(predict(tokenize(group)))
     elif workers > 0 and torch.device(device).type == "cpu":
-        work = _Then(_Then(tokenize, predict), _for_transfer)
+        work = _Then(_Then(tokenize, predict), prepare or _for_transfer)
         yield from in_groups(windows, work, group_size=batch_size, workers=workers)
     else:
         for group in in_groups(windows, tokenize, group_size=batch_size, workers=workers):
-            yield predict(group)
+            yield finish(predict(group))
 
 
 def predict_windows(model: torch.nn.Module, tokenizer, sequences: Sequence[str], *, batch_size: int = 16,

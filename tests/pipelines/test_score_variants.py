@@ -310,3 +310,8 @@ def test_tokenization_workers_give_the_same_outputs(inputs, unsharded, tmp_path)
     assert out.read_text() == unsharded[0].read_text()
     with h5py.File(h5) as got, h5py.File(unsharded[1]) as expected:
         assert all(np.array_equal(got[n][:], expected[n][:], equal_nan=True) for n in ("ref", "alt", "diff"))
+    # Without --h5 the workers send table rows instead of score matrices: the same table.
+    assert cli.main(command(inputs, tmp_path / "rows.tsv", "--workers", "2")) == 0
+    assert (tmp_path / "rows.tsv").read_text() == unsharded[0].read_text()
+    assert cli.main(command(inputs, tmp_path / "rows.parquet", "--workers", "2")) == 0
+    assert_same_table(pd.read_parquet(tmp_path / "rows.parquet"), read_tsv(unsharded[0]))
