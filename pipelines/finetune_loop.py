@@ -118,6 +118,7 @@ def train_loop(engine, batches, evaluate, export_best, *, train, steps: int, ctx
                 tick = now
                 metrics.write(record)
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
+            paused = time.perf_counter()  # validation and checkpoint writes are not training throughput
             if step % train.eval_every == 0 or last:
                 scored = valid_record(task, evaluate(), step, position.epoch)
                 score = same_on_all_ranks(scored["valid_auroc"], ctx.device)
@@ -129,11 +130,10 @@ def train_loop(engine, batches, evaluate, export_best, *, train, steps: int, ctx
                 metrics.write({**scored, "best_step": best.step, "best_valid_auroc": best.valid_auroc})
                 job.log.info("step %d: valid AUROC %.4f (best %.4f at step %d)", step, score, best.valid_auroc,
                              best.step)
-                tick = time.perf_counter()  # validation time is not training throughput
             if step % train.checkpoint_every == 0 or last:
                 save_checkpoint(engine, out_dir / "checkpoints", step, position, sums, train.keep_checkpoints,
                                 world_size=ctx.world_size, best=dataclasses.asdict(best), seen=seen)
-                tick = time.perf_counter()  # nor is writing a checkpoint
+            tick += time.perf_counter() - paused  # steps since the last log keep their time
             bar.update(1)
     finally:
         bar.close()

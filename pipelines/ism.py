@@ -134,7 +134,7 @@ def main(fasta: Path, region: str, checkpoint: Path, tokenizer: Path, out: Path,
         plotted = _plotted(smap, features)
         if plot is not None:
             plot_map(smap, Path(plot), plotted)
-        importance = smap.importance()
+        importance = smap.importance
         top = np.unravel_index(int(np.argmax(importance)), importance.shape)
         job.log.info("%d positions in %.1f s (%.1f positions/s); largest mean |diff| %.4g at %s:%d (%s)",
                      len(source), seconds, len(source) / seconds, importance[top], smap.contig,
@@ -156,7 +156,7 @@ def _plotted(smap: SaturationMap, features: list[str] | None) -> list[str]:
     """The features to plot: those asked for, else the one with the largest importance."""
     if features:
         return list(features)
-    return [smap.features[int(np.argmax(smap.importance().max(axis=0)))]]
+    return [smap.features[int(np.argmax(smap.importance.max(axis=0)))]]
 
 
 def write_map(path: Path, smap: SaturationMap, attrs: dict) -> None:
@@ -167,7 +167,7 @@ def write_map(path: Path, smap: SaturationMap, attrs: dict) -> None:
 
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         for name, values in (("diff", smap.diff), ("log_odds_diff", smap.log_odds_diff),
-                             ("importance", smap.importance().astype(np.float32))):
+                             ("importance", smap.importance.astype(np.float32))):
             h5.create_dataset(name, data=values, compression="gzip", compression_opts=1)
         h5.create_dataset("reference", data=smap.reference_mask)
         h5.create_dataset("position", data=np.arange(smap.start + 1, smap.start + len(smap.reference) + 1))
@@ -191,7 +191,7 @@ def plot_map(smap: SaturationMap, path: Path, features: list[str]) -> Path:
     positions = np.arange(length)
     fig, axes = plt.subplots(2 * len(features), 1, figsize=(min(24.0, max(6.0, 0.12 * length)), 3.2 * len(features)),
                              squeeze=False, gridspec_kw={"height_ratios": [1, 1.3] * len(features), "hspace": 0.08})
-    importance = smap.importance()
+    importance = smap.importance
     reference_rows, reference_cols = np.nonzero(smap.reference_mask.T)
     for k, name in enumerate(features):
         j = smap.features.index(name)

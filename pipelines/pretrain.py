@@ -208,8 +208,10 @@ def train_loop(engine, batches, train: PretrainTrain, ctx, start, job, out_dir: 
                 metrics.write(record)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
             if step % train.checkpoint_every == 0 or last:
+                paused = time.perf_counter()
                 save_checkpoint(engine, checkpoints, step, position, sums, train.keep_checkpoints,
                                 world_size=ctx.world_size, data_seed=data_seed)
+                tick += time.perf_counter() - paused  # writing a checkpoint is not training throughput
             bar.update(1)
     finally:
         bar.close()

@@ -207,7 +207,7 @@ def main(vcf: Path, fasta: Path, checkpoint: Path, tokenizer: Path, out: Path, *
                         rows = rows_of(scored)
                         matrices.write(scored)
                     table.write_rows(rows)
-                    counts.update(rows.columns["status"])
+                    counts.update(rows.statuses)
                     bar.update(rows.progress - bar.n)
         finally:
             bar.close()

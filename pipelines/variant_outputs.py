@@ -86,28 +86,29 @@ class TableRows:
     """A batch reduced to its table rows: what the main process needs of a batch when there is no --h5.
 
     Made where the batch was scored (`table_rows` is `score_variants`'s `prepare`), so with
-    workers the (variants x features) matrices and the formatting stay in the workers.
+    workers the (variants x features) matrices and the formatting stay in the workers. It holds
+    the rows in one form, the table's: TSV text or Parquet columns.
     """
 
-    columns: dict[str, list]   # TABLE_COLUMNS
-    tsv: str | None            # the rows as TSV lines, for a TSV table
-    progress: int              # input units read so far (ScoredBatch.progress)
+    tsv: str | None                   # the rows as TSV lines, for a TSV table
+    columns: dict[str, list] | None   # TABLE_COLUMNS, for a Parquet table
+    statuses: list[str]               # each variant's status, for the run's counts
+    progress: int                     # input units read so far (ScoredBatch.progress)
 
 
 def table_rows(batch: ScoredBatch, features: list[str], tsv: bool = True) -> TableRows:
-    """The table's columns for one batch (None for the summaries of unscored variants), and as TSV if `tsv`."""
+    """The table's rows for one batch (empty summaries for unscored variants), as TSV text if `tsv`, else columns."""
     summaries = batch.summaries()
     columns = variant_columns(batch)
     for name in ("diff", "log_odds_diff"):
         columns[f"max_abs_{name}"] = [None if math.isnan(x) else x for x in summaries[f"max_abs_{name}"].tolist()]
         columns[f"max_abs_{name}_feature"] = [features[i] if i >= 0 else None
                                               for i in summaries[f"max_abs_{name}_feature"].tolist()]
-    return TableRows(columns, _tsv_text(columns) if tsv else None, batch.progress)
-
-
-def _tsv_text(columns: dict[str, list]) -> str:
-    return "".join("\t".join(_tsv_field(value) for value in row) + "\n"
+    if not tsv:
+        return TableRows(None, columns, columns["status"], batch.progress)
+    text = "".join("\t".join(_tsv_field(value) for value in row) + "\n"
                    for row in zip(*(columns[name] for name in TABLE_COLUMNS)))
+    return TableRows(text, None, columns["status"], batch.progress)
 
 
 def _tsv_field(value) -> str:
@@ -145,8 +146,9 @@ class TableWriter:
         self.write_rows(table_rows(batch, self.features, tsv=not self.parquet))
 
     def write_rows(self, rows: TableRows) -> None:
+        """Write rows made for this table's format (`table_rows(..., tsv=not self.parquet)`)."""
         if not self.parquet:
-            self._handle.write(rows.tsv if rows.tsv is not None else _tsv_text(rows.columns))
+            self._handle.write(rows.tsv)
             return
         self._buffer.append(rows.columns)
         if sum(len(c["CHROM"]) for c in self._buffer) >= MERGE_ROWS:

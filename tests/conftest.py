@@ -24,16 +24,23 @@ def one_torch_thread():
     """One torch thread per test process: pytest-xdist already runs one process per core, and
     oversubscribed threads made training steps ~50x slower on the 2-core CI machine.
 
-    A `gbb --threads N` run in-process sets OMP_NUM_THREADS for the rest of the process (as a CLI
-    should); putting it back keeps that from reaching the next test in this worker, whose default
-    thread count, and so its float reduction order, would otherwise depend on test order."""
+    A `gbb --threads N` run in-process sets the thread variables for the rest of the process (as a
+    CLI should); putting them back keeps that from reaching the next test in this worker, whose
+    default thread count, and so its float reduction order, would otherwise depend on test order."""
     import torch
 
+    from pipelines.threads import _ENV_VARS
+
     before = torch.get_num_threads()
+    environment = {name: os.environ.get(name) for name in _ENV_VARS}
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-    os.environ["OMP_NUM_THREADS"] = "1"
+    for name, value in environment.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture

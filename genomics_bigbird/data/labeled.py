@@ -271,10 +271,10 @@ class LabeledWindows:
             return []
         first, last = int(rows.min()), int(rows.max()) + 1
         if last - first <= 4 * len(rows):  # a nearby span: one contiguous read
-            block = self._h5()["sequences"][first:last]
+            block = self._column("sequences")[first:last]
             return [block[i - first].decode("ascii") for i in rows.tolist()]
         unique, inverse = np.unique(rows, return_inverse=True)
-        return [s.decode("ascii") for s in self._h5()["sequences"][unique][inverse]]
+        return [s.decode("ascii") for s in self._column("sequences")[unique][inverse]]
 
     def labels(self, rows: np.ndarray | int | None = None) -> np.ndarray:
         """Labels (uint8) of one row, of several rows, or of all rows."""

@@ -130,17 +130,15 @@ class _BackgroundShardWriter:
         self.out, self.tokenizer = out, tokenizer
         self.shards: list[dict] = []
         self._pending: Future | None = None
-        self._count = 0
 
     def __enter__(self) -> "_BackgroundShardWriter":
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
         return self
 
     def write(self, buffer: _ShardBuffer) -> None:
-        self._collect()
-        path = self.out / f"shard-{self._count:05d}.h5"
+        self._collect()  # so the shards before this one are all in self.shards
+        path = self.out / f"shard-{len(self.shards):05d}.h5"
         self._pending = self._executor.submit(_write_shard, path, buffer, self.tokenizer)
-        self._count += 1
 
     def _collect(self) -> None:
         if self._pending is not None:

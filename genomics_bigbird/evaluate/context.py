@@ -18,14 +18,13 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import numpy as np
-from sklearn import metrics as skm
+
+from genomics_bigbird.evaluate.metrics import column_auroc_auprc
 
 
 def _auprc(labels: np.ndarray, scores: np.ndarray) -> float:
-    labels = np.asarray(labels).astype(int)
-    if not 0 < labels.sum() < labels.size:
-        return float("nan")
-    return float(skm.average_precision_score(labels, np.asarray(scores, dtype=np.float64)))
+    """Average precision of one ranking (NaN without both classes): `column_auroc_auprc` on one column."""
+    return float(column_auroc_auprc(np.asarray(labels)[:, None], np.asarray(scores, dtype=np.float64)[:, None])[1][0])
 
 
 def long_range_gaps(labels: np.ndarray, probabilities: np.ndarray, feature_names: Sequence[str],

@@ -39,10 +39,6 @@ class SaturationSource:
         """The region's reference bases (upper case, N for anything but A/C/G/T)."""
         return self.genome.fetch(self.contig, self.start, self.end)
 
-    def __iter__(self) -> Iterator[VariantWindows]:
-        for _, variant in self._candidates():
-            yield self._fill(variant)
-
     def groups(self, size: int, part: int = 0, parts: int = 1) -> Iterator[VariantGroup]:
         """Groups of about `size` variants that keep a position's three SNVs together (they share a reference window)."""
         substitutions = len(BASES) - 1

@@ -53,7 +53,10 @@ def is_binary(path: str | os.PathLike) -> bool:
 
 
 def count_records(vcf: pysam.VariantFile, path: Path, fetch_args: tuple | None) -> int:
-    """Records in the file (or in `fetch_args`'s region): from the index when there is one, else one pass."""
+    """Records in the file (or in `fetch_args`'s region): from the index when there is one, else one pass.
+
+    `vcf` is an open, not yet read handle of `path`.
+    """
     if fetch_args is not None:
         return sum(1 for _ in vcf.fetch(*fetch_args))
     if vcf.index is not None:
@@ -64,8 +67,7 @@ def count_records(vcf: pysam.VariantFile, path: Path, fetch_args: tuple | None) 
         except (pysam.utils.SamtoolsError, ValueError):
             pass  # an index without record counts: count them
     if is_binary(path):
-        with quiet_htslib(), pysam.VariantFile(str(path)) as again:
-            return sum(1 for _ in again)
+        return sum(1 for _ in vcf)  # the caller's handle, not yet read
     return sum(1 for _, line in text_lines(path) if line and not line.startswith("#"))
 
 

@@ -60,6 +60,7 @@ class BinClassifier(nn.Module):
         self.head = head
         self.bin_bp, self.bin_segment, self.bin_pooling = bin_bp, bin_segment, bin_pooling
         self.register_buffer("token_bp", torch.zeros(vocab_size, dtype=torch.long))
+        self._token_bp_checked = False
 
     def set_token_bp(self, token_bp: Sequence[int]) -> None:
         """Base pairs spelled by each token id (the tokenizer's pieces; 0 for special tokens)."""
@@ -72,11 +73,15 @@ class BinClassifier(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 segment_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Return logits (batch, num_labels); `segment_ids`, when given, replace the bin marking."""
-        if not bool(self.token_bp.any()):
-            raise ValueError("token_bp is unset: call set_token_bp with the tokenizer's piece lengths "
-                             "(or load a checkpoint that holds them)")
-        in_bin = center_bin_mask(input_ids, attention_mask, self.token_bp, self.bin_bp)
-        if segment_ids is None and self.bin_segment:
+        if not self._token_bp_checked:  # once: reading the buffer waits for the GPU
+            if not bool(self.token_bp.any()):
+                raise ValueError("token_bp is unset: call set_token_bp with the tokenizer's piece lengths "
+                                 "(or load a checkpoint that holds them)")
+            self._token_bp_checked = True
+        mark = segment_ids is None and self.bin_segment
+        in_bin = center_bin_mask(input_ids, attention_mask, self.token_bp, self.bin_bp) \
+            if mark or self.bin_pooling else None
+        if mark:
             segment_ids = in_bin.long()
         hidden, pooled = self.encoder(input_ids, attention_mask, segment_ids)
         if self.bin_pooling:

@@ -15,6 +15,7 @@ is 29 MB); `keep` restricts it to some features.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -35,11 +36,12 @@ class SaturationMap:
     diff: np.ndarray            # (positions, 4, features) float32
     log_odds_diff: np.ndarray   # (positions, 4, features) float32
 
-    @property
+    @functools.cached_property
     def reference_mask(self) -> np.ndarray:
         """(positions, 4) bool: True at each position's reference base (none where the reference is N)."""
         return np.array([[base == ref for base in BASES] for ref in self.reference], dtype=bool).reshape(-1, 4)
 
+    @functools.cached_property
     def importance(self) -> np.ndarray:
         """(positions, features): mean |diff| over the substituted (non-reference) bases."""
         substituted = ~self.reference_mask

@@ -88,7 +88,7 @@ class ScoredBatch:
 class TokenizedGroup:
     """A group's variants and the distinct token rows their windows need, each with the length it runs at."""
 
-    variants: list[VariantWindows]
+    variants: list[VariantWindows]  # without their window sequences: `rows` holds them, tokenized
     progress: int
     rows: list[list[int]]   # `[CLS] ids [SEP]`, each distinct (window, padded length) once
     run_at: list[int]       # padded length of each row: the longest of its variant's four windows
@@ -128,7 +128,10 @@ def tokenize_group(group: VariantGroup, tokenizer, *, length_multiple: int = 64,
                 rows.append([tokenizer.cls_id, *ids[w], tokenizer.sep_id])
                 run_at.append(length)
         slots.append([row_of[w, length] for w in four])
-    return TokenizedGroup(group.variants, group.progress, rows, run_at,
+    # The windows are tokens now; dropping the sequences keeps them out of every pickle to or from
+    # a worker (two windows of up to 8 kbp per variant).
+    variants = [dataclasses.replace(v, ref_seq="", alt_seq="") if v.scored else v for v in group.variants]
+    return TokenizedGroup(variants, group.progress, rows, run_at,
                           np.asarray(slots, dtype=np.int64).reshape(-1, 4), np.asarray(scored, dtype=np.int64))
 
 
@@ -197,9 +200,8 @@ def _unchanged(item):
 
 
 def _for_transfer(batch: ScoredBatch) -> ScoredBatch:
-    """A worker's batch as the main process needs it: log-odds computed here, window sequences left behind."""
-    batch.log_odds_diff  # noqa: B018 (cached on the batch, so the worker computes it, not the main process)
-    batch.variants = [dataclasses.replace(v, ref_seq="", alt_seq="") if v.scored else v for v in batch.variants]
+    """A worker's batch as the main process needs it: log-odds computed here, not in the main process."""
+    batch.log_odds_diff  # noqa: B018 (cached on the batch)
     return batch
 
 
@@ -235,8 +237,7 @@ def score_variants(model: torch.nn.Module, tokenizer, windows: GroupedVariants |
 
     With `workers` > 0, DataLoader processes cut and tokenize the windows of a source's groups; on
     CPU they also run the model (one thread each), since the forward pass is the other CPU-bound
-    half of the work, and this process only collects (the batches' variants then come without
-    their window sequences, which stay in the workers). Groups and forward passes are the same
+    half of the work, and this process only collects. Groups and forward passes are the same
     whatever `workers`, so the scores are too (run at one thread per process, they are identical).
 
     `prepare(batch)`, when given, is yielded instead of each batch and runs where the batch was
