@@ -18,6 +18,7 @@ the feature with the largest importance anywhere in the region.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,7 +28,7 @@ import numpy as np
 from genomics_bigbird.atomic import atomic_path
 from genomics_bigbird.errors import InputError
 from pipelines.job import Job
-from pipelines.score_variants import add_window_arguments, load_scoring_model, window_width
+from pipelines.score_variants import add_window_arguments, load_scorer, scoring_device
 from pipelines.variant_outputs import H5_SUFFIXES
 
 if TYPE_CHECKING:
@@ -58,9 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: tuple[str, ...]) -> 
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = scoring_device(args.device)
     names = [n for item in args.features or () for n in item.split(",") if n]
     main(args.fasta, args.region, args.checkpoint, args.tokenizer, args.out, features=names or None,
          plot=args.plot, width=args.width, batch_size=args.batch_size, device=device, workers=args.workers,
@@ -84,25 +83,20 @@ def main(fasta: Path, region: str, checkpoint: Path, tokenizer: Path, out: Path,
     from genomics_bigbird.genome.mutagenesis import SaturationSource
     from genomics_bigbird.genome.reference import ReferenceGenome
     from genomics_bigbird.model.checkpoint import META_NAME, WEIGHTS_NAME
-    from genomics_bigbird.score.ism import saturation_map
-    from genomics_bigbird.score.variants import score_variants
-    from genomics_bigbird.tokenizer import DNATokenizer
+    from genomics_bigbird.score.ism import only_features, saturation_map
 
     fasta, checkpoint, tokenizer, out = map(Path, (fasta, checkpoint, tokenizer, out))
     if out.suffix.lower() not in H5_SUFFIXES:
         raise InputError(f"--out must end in {' or '.join(H5_SUFFIXES)}", out)
     if plot is not None and Path(plot).suffix.lower() != ".png":
         raise InputError("--plot must end in .png", plot)
-    if batch_size < 1 or workers < 0:
-        raise InputError(f"--batch-size must be positive and --workers 0 or more, got {batch_size} and {workers}")
-    tok = DNATokenizer.load(tokenizer)
-    model, names, meta = load_scoring_model(checkpoint, tok)
+    scorer = load_scorer(checkpoint, tokenizer, width, batch_size=batch_size, workers=workers)
+    names, meta, width = scorer.features, scorer.meta, scorer.width
     unknown = [n for n in features or () if n not in names]
     if unknown:
         raise InputError(f"--features {' '.join(unknown)}: not predicted by {checkpoint} "
                          f"(its features: {', '.join(names[:12])}{', ...' if len(names) > 12 else ''})")
     keep = [names.index(n) for n in features] if features else None
-    width, width_warning = window_width(width, meta, checkpoint)
     genome = ReferenceGenome(fasta)
     contig, start, end = _region(region)
     try:
@@ -114,18 +108,17 @@ def main(fasta: Path, region: str, checkpoint: Path, tokenizer: Path, out: Path,
               "features": features, "task": meta.get("task")}
     with Job("ism", out.parent, inputs=[fasta, tokenizer, checkpoint / META_NAME, checkpoint / WEIGHTS_NAME],
              config=config, quiet=quiet, manifest_name=f"{out.name}.manifest.json", log_name=f"{out.name}.log") as job:
-        if width_warning:
-            job.log.warning(width_warning)
+        if scorer.width_warning:
+            job.log.warning(scorer.width_warning)
         job.log.info("%s: %d positions x 3 bases, %d bp windows, %s on %s, %d tokenization worker(s)",
                      config["region"], len(source), width, checkpoint, device, workers)
-        model.to(device)
+        scorer.model.to(device)
         bar = job.progress(total=len(source), desc="ISM positions", unit="bp")
         tick = time.perf_counter()
         try:
-            batches = score_variants(model, tok, source, num_features=len(names), batch_size=batch_size,
-                                     device=device, max_tokens=model.encoder.max_position,
-                                     length_multiple=meta["model_config"].get("block_size", 64), workers=workers)
-            smap = saturation_map(_advancing(batches, bar), source, names, keep)
+            kept = functools.partial(only_features, columns=keep) if keep else None  # applied in the workers
+            batches = scorer.score(source, batch_size=batch_size, device=device, workers=workers, prepare=kept)
+            smap = saturation_map(_advancing(batches, bar), source, [names[i] for i in keep] if keep else names)
         finally:
             bar.close()
             genome.close()

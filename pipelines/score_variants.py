@@ -19,6 +19,7 @@ import json
 import os
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -91,9 +92,7 @@ def run(args: argparse.Namespace) -> int:
     missing = [f"--{name}" for name in ("vcf", "fasta", "checkpoint", "tokenizer") if getattr(args, name) is None]
     if missing:
         raise InputError(f"{', '.join(missing)} required (or --merge PART... to merge shard outputs)")
-    import torch
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = scoring_device(args.device)
     common = dict(width=args.width, region=args.region, bed=args.bed, batch_size=args.batch_size, quiet=args.quiet,
                   workers=args.workers)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -153,6 +152,45 @@ def window_width(requested: int | None, meta: dict, checkpoint: Path) -> tuple[i
     return requested, None
 
 
+def scoring_device(requested: str | None) -> str:
+    """`--device` of score-variants and ism: cuda when available unless given; cuda without a GPU is an InputError."""
+    from pipelines.evaluate import resolve_device
+
+    return str(resolve_device(requested or "auto"))
+
+
+@dataclass
+class Scorer:
+    """A fine-tuned checkpoint ready to score variants: the routine of `gbb score-variants` and `gbb ism`."""
+
+    tokenizer: DNATokenizer
+    model: torch.nn.Module
+    features: list[str]
+    meta: dict
+    width: int                    # window width in bp
+    width_warning: str | None     # set when the width differs from the checkpoint's training width
+
+    def score(self, source, *, batch_size: int, device: str, workers: int, prepare=None):
+        """`genomics_bigbird.score.variants.score_variants` over `source` with this checkpoint's lengths."""
+        from genomics_bigbird.score.variants import score_variants
+
+        return score_variants(self.model, self.tokenizer, source, num_features=len(self.features),
+                              batch_size=batch_size, device=device, max_tokens=self.model.encoder.max_position,
+                              length_multiple=self.meta["model_config"].get("block_size", 64), workers=workers,
+                              prepare=prepare)
+
+
+def load_scorer(checkpoint: Path, tokenizer: Path, width: int | None, *, batch_size: int, workers: int) -> Scorer:
+    """Check the batching options, load the tokenizer and the classifier, and choose the window width."""
+    from genomics_bigbird.tokenizer import DNATokenizer
+
+    if batch_size < 1 or workers < 0:
+        raise InputError(f"--batch-size must be positive and --workers 0 or more, got {batch_size} and {workers}")
+    tok = DNATokenizer.load(tokenizer)
+    model, features, meta = load_scoring_model(checkpoint, tok)  # before any output: a mismatch writes nothing
+    return Scorer(tok, model, features, meta, *window_width(width, meta, checkpoint))
+
+
 def main(vcf: Path, fasta: Path, checkpoint: Path, tokenizer: Path, out: Path, *, h5: Path | None = None,
          width: int | None = None, region: str | None = None, bed: Path | None = None, batch_size: int = 16,
          device: str = "cpu", shard: tuple[int, int] = (0, 1), quiet: bool = False, workers: int = 0) -> dict:
@@ -167,19 +205,14 @@ def main(vcf: Path, fasta: Path, checkpoint: Path, tokenizer: Path, out: Path, *
     from genomics_bigbird.genome.reference import ReferenceGenome
     from genomics_bigbird.genome.variants import VariantSource
     from genomics_bigbird.model.checkpoint import META_NAME, WEIGHTS_NAME
-    from genomics_bigbird.score.variants import score_variants
-    from genomics_bigbird.tokenizer import DNATokenizer
 
     vcf, fasta, checkpoint, tokenizer, out = map(Path, (vcf, fasta, checkpoint, tokenizer, out))
     if out.suffix.lower() not in TABLE_SUFFIXES:
         raise InputError(f"--out must end in {' or '.join(TABLE_SUFFIXES)}", out)
     if h5 is not None and Path(h5).suffix.lower() not in H5_SUFFIXES:
         raise InputError(f"--h5 must end in {' or '.join(H5_SUFFIXES)}", h5)
-    if batch_size < 1 or workers < 0:
-        raise InputError(f"--batch-size must be positive and --workers 0 or more, got {batch_size} and {workers}")
-    tok = DNATokenizer.load(tokenizer)
-    model, features, meta = load_scoring_model(checkpoint, tok)  # before any output: a mismatch writes nothing
-    width, width_warning = window_width(width, meta, checkpoint)
+    scorer = load_scorer(checkpoint, tokenizer, width, batch_size=batch_size, workers=workers)
+    features, meta, width = scorer.features, scorer.meta, scorer.width
     genome = ReferenceGenome(fasta)
     source = VariantSource(vcf, genome, width, region=region, bed=bed, rank=shard[0], world_size=shard[1])
     inputs = [vcf, fasta, tokenizer, checkpoint / META_NAME, checkpoint / WEIGHTS_NAME] + ([bed] if bed else [])
@@ -187,21 +220,19 @@ def main(vcf: Path, fasta: Path, checkpoint: Path, tokenizer: Path, out: Path, *
               "task": meta.get("task"), "n_features": len(features)}
     with Job("score-variants", out.parent, inputs=inputs, config=config, quiet=quiet,
              manifest_name=f"{out.name}.manifest.json", log_name=f"{out.name}.log") as job:
-        if width_warning:
-            job.log.warning(width_warning)
+        if scorer.width_warning:
+            job.log.warning(scorer.width_warning)
         job.log.info("%d features (%s) from %s on %s; %d bp windows, shard %d/%d, %d tokenization worker(s)",
                      len(features), meta.get("task"), checkpoint, device, width, *shard, workers)
-        model.to(device)
+        scorer.model.to(device)
         counts: Counter = Counter()
         bar = job.progress(total=None if quiet else source.count_records(), desc="VCF records", unit="rec")
         try:
             with TableWriter(out, features) as table, MatrixWriter(h5, features, attrs=config) as matrices:
                 # Without --h5 only the table's rows are kept: made where each batch is scored.
                 rows_of = functools.partial(table_rows, features=features, tsv=not table.parquet)
-                for scored in score_variants(model, tok, source, num_features=len(features), batch_size=batch_size,
-                                             device=device, max_tokens=model.encoder.max_position,
-                                             length_multiple=meta["model_config"].get("block_size", 64),
-                                             workers=workers, prepare=None if h5 else rows_of):
+                for scored in scorer.score(source, batch_size=batch_size, device=device, workers=workers,
+                                           prepare=None if h5 else rows_of):
                     rows = scored
                     if h5:
                         rows = rows_of(scored)

@@ -11,7 +11,7 @@ score of that SNV written in a VCF. The map holds, per position, base (A, C, G, 
   the per-position track of ISM plots.
 
 The map is held in memory: 2 x positions x 4 x features float32 (a 1 kbp region x 919 features
-is 29 MB); `keep` restricts it to some features.
+is 29 MB); `only_features` restricts it to some features.
 """
 from __future__ import annotations
 
@@ -49,11 +49,15 @@ class SaturationMap:
         return total / substituted.sum(axis=1)[:, None]
 
 
-def saturation_map(batches: Iterable[ScoredBatch], source: SaturationSource, features: Sequence[str],
-                   keep: Sequence[int] | None = None) -> SaturationMap:
-    """Assemble the scored SNVs of `source` into a `SaturationMap` of the features `keep` (default: all)."""
-    keep = np.arange(len(features)) if keep is None else np.asarray(keep, dtype=np.int64)
-    shape = (len(source), len(BASES), len(keep))
+def only_features(batch: ScoredBatch, columns: Sequence[int]) -> ScoredBatch:
+    """`batch` with the scores of `columns` only: pass it as `score_variants`'s `prepare` so that
+    workers send only the features the map keeps."""
+    return ScoredBatch(batch.variants, batch.ref[:, columns], batch.alt[:, columns], batch.progress)
+
+
+def saturation_map(batches: Iterable[ScoredBatch], source: SaturationSource, features: Sequence[str]) -> SaturationMap:
+    """Assemble the scored SNVs of `source` into a `SaturationMap`; the batches score `features` (see `only_features`)."""
+    shape = (len(source), len(BASES), len(features))
     diff, log_odds = np.zeros(shape, dtype=np.float32), np.zeros(shape, dtype=np.float32)
     seen = np.zeros(shape[:2], dtype=bool)
     for batch in batches:
@@ -61,11 +65,13 @@ def saturation_map(batches: Iterable[ScoredBatch], source: SaturationSource, fea
         columns = np.array([v.allele - 1 for v in batch.variants], dtype=np.int64)
         if not all(v.scored for v in batch.variants):
             raise ValueError("an ISM window could not be scored")  # the source only makes placeable SNVs
-        diff[positions, columns] = batch.diff[:, keep]
-        log_odds[positions, columns] = batch.log_odds_diff[:, keep]
+        if batch.ref.shape[1] != len(features):
+            raise ValueError(f"the batches score {batch.ref.shape[1]} features, not the {len(features)} named")
+        diff[positions, columns] = batch.diff
+        log_odds[positions, columns] = batch.log_odds_diff
         seen[positions, columns] = True
     reference = source.reference()
-    result = SaturationMap(source.contig, source.start, reference, [features[i] for i in keep], diff, log_odds)
+    result = SaturationMap(source.contig, source.start, reference, list(features), diff, log_odds)
     if not np.array_equal(seen, ~result.reference_mask):
         raise ValueError("the batches do not cover every substitution of the region exactly once")
     return result
