@@ -148,7 +148,8 @@ def collect_summary(out: Path, timings: dict, device: str) -> dict:
     pretrain_rows = [json.loads(line) for line in (out / "pretrain" / "metrics.jsonl").read_text().splitlines()
                      if line.strip()]
     promoter = _final_metrics(_read_json(out / "evaluate_promoter" / "metrics.json"))
-    chromatin = _final_metrics(_read_json(out / "evaluate_chromatin" / "metrics.json"))
+    chromatin_evaluation = _read_json(out / "evaluate_chromatin" / "metrics.json")
+    chromatin = _final_metrics(chromatin_evaluation)
     variants = _read_json(out / "variants" / "scores.tsv.manifest.json").get("outputs", {})
     return {
         "device": device,
@@ -163,17 +164,17 @@ def collect_summary(out: Path, timings: dict, device: str) -> dict:
         "chromatin": {"summary": chromatin.get("summary", {}), "n": chromatin.get("n"),
                       "features_without_positives": chromatin.get("n_excluded")},
         "variants": variants,
-        "long_range": long_range_summary(out),
+        "long_range": long_range_summary(out, chromatin_evaluation["final"]),
     }
 
 
-def long_range_summary(out: Path) -> dict:
+def long_range_summary(out: Path, model: str) -> dict:
     """The demo's long-range features against their bin motifs, and `gbb experiment context`'s verdict if it ran."""
     from genomics_bigbird.evaluate.context import long_range_gaps, mean_gap_closed
     from pipelines.experiment import ContextExperimentConfig
     from pipelines.experiment_report import read_test_split
 
-    _, labels, probabilities, names = read_test_split(out / "evaluate_chromatin" / "predictions.h5")
+    _, labels, probabilities, names = read_test_split(out / "evaluate_chromatin" / "predictions.h5", model)
     anchors = ContextExperimentConfig().long_range
     if not set(anchors) | set(anchors.values()) <= set(names):
         return {}

@@ -188,13 +188,17 @@ def tokenizing_workers(requested: int | None, device, threads: int) -> int:
 
 def main(config: EvaluateConfig, quiet: bool = False, threads: int = 1) -> dict[str, Any]:
     """Predict, score and report; return the outputs (paths and headline metrics)."""
-    # A wrong path is reported before torch, pandas and matplotlib are imported (seconds).
+    # A wrong path or option is reported before torch and matplotlib are imported (seconds).
     if not config.checkpoints:
         raise InputError("give at least one --checkpoint")
-    if not Path(config.tokenizer).is_file():
-        raise InputError("tokenizer model not found", config.tokenizer)
-    if not Path(config.data).is_file():
-        raise InputError("labeled-windows file not found", config.data)
+    if config.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {config.batch_size}")
+    from genomics_bigbird.data.labeled import LabeledWindows
+    from genomics_bigbird.tokenizer import DNATokenizer
+
+    tokenizer_path, data_path = Path(config.tokenizer), Path(config.data)
+    tokenizer = DNATokenizer.load(tokenizer_path)
+    labeled = LabeledWindows(data_path)
     for checkpoint in config.checkpoints:
         if not Path(checkpoint).is_dir():
             raise InputError("checkpoint directory not found", checkpoint)
@@ -202,21 +206,14 @@ def main(config: EvaluateConfig, quiet: bool = False, threads: int = 1) -> dict[
     import pandas as pd
 
     from genomics_bigbird.atomic import atomic_path, atomic_write
-    from genomics_bigbird.data.labeled import LabeledWindows
     from genomics_bigbird.evaluate.classifier import load_classifier, predict_split, task_metrics
     from genomics_bigbird.evaluate.ensemble import StrandPredictions, checkpoint_lengths, ensemble_models
     from genomics_bigbird.evaluate.report import (
         plot_auroc_by_group, plot_roc_pr, plot_training_curves, write_html_report)
-    from genomics_bigbird.tokenizer import DNATokenizer
     from pipelines.job import Job
 
-    if config.batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1, got {config.batch_size}")
     device = resolve_device(config.device)
     workers = tokenizing_workers(config.workers, device, threads)
-    tokenizer_path, data_path = Path(config.tokenizer), Path(config.data)
-    tokenizer = DNATokenizer.load(tokenizer_path)
-    labeled = LabeledWindows(data_path)
     rows = labeled.indices(config.split)
     if len(rows) == 0:
         raise InputError(f"the {config.split} split has no rows", data_path)

@@ -123,17 +123,23 @@ class Arm:
         return f"w{self.width}-{self.attention}"
 
 
-def plan_arms(config: ContextExperimentConfig, bp_per_token: float, pretrained_attention: str) -> list[Arm]:
-    """Every width with the pretrained attention kind, then the other kinds at the widest width."""
+def plan_arms(config: ContextExperimentConfig, bp_per_token: float,
+              pretrained_attention: str) -> tuple[list[Arm], list[dict]]:
+    """(arms, skipped): every width with the pretrained attention kind, then the other kinds at the widest width.
+
+    Full attention is skipped where it does not fit; `skipped` says so, for the results.
+    """
     widest = max(config.widths)
-    arms = [Arm(w, pretrained_attention) for w in sorted(config.widths)]
+    arms, skipped = [Arm(w, pretrained_attention) for w in sorted(config.widths)], []
     for kind in config.attentions:
         if kind == pretrained_attention:
             continue
         if kind == "full" and widest / bp_per_token > config.full_attention_max_tokens:
-            continue  # dense attention at this length does not fit: reported as skipped
+            skipped.append({"width": widest, "attention": kind, "reason": "full attention does not fit: more than "
+                            f"{config.full_attention_max_tokens} tokens"})
+            continue
         arms.append(Arm(widest, kind))
-    return arms
+    return arms, skipped
 
 
 def check_config(config: ContextExperimentConfig) -> None:
@@ -174,7 +180,7 @@ def main(config: ContextExperimentConfig, threads: int = 1) -> dict:
         tokenizer, pretrained, data = prepare_inputs(gbb, config, out)
         meta = json.loads((Path(pretrained) / "checkpoint.json").read_text())
         bp_per_token = tokenizer_bp_per_token(tokenizer)
-        arms = plan_arms(config, bp_per_token, meta["model_config"]["attention"])
+        arms, skipped = plan_arms(config, bp_per_token, meta["model_config"]["attention"])
         positions = meta["model_config"]["max_position"]
         if max(config.widths) / bp_per_token + 2 > positions:
             job.log.warning("%d bp windows are ~%d tokens but the encoder holds %d positions: their middle is kept "
@@ -190,7 +196,7 @@ def main(config: ContextExperimentConfig, threads: int = 1) -> dict:
         else:
             for step, argv in (pair for group in commands for pair in group):
                 gbb(step, *argv)
-        results = collect_results(config, arms, out, gbb.timings, bp_per_token, device)
+        results = collect_results(config, arms, skipped, out, gbb.timings, bp_per_token, device)
         write_outputs(results, out)
         job.outputs.update({"results": str(out / "results.json"), "report": str(out / "report.html"),
                             "acceptance": results["acceptance"]})

@@ -19,17 +19,18 @@ def _read(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def read_test_split(predictions_h5: Path) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
-    """(bins as 'chrom:center', labels, RC-ensembled probabilities, feature names) of one arm's test split."""
+def read_test_split(predictions_h5: Path, model: str) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+    """(bins as 'chrom:center', labels, RC-ensembled probabilities of `model`, feature names) of a test split.
+
+    `predictions_h5` is `gbb evaluate`'s; `model` is one of its models, usually metrics.json's "final".
+    """
     import h5py
 
     with h5py.File(predictions_h5, "r") as f:
-        final = _read(Path(predictions_h5).with_name("metrics.json"))["final"]
-        chrom = [c.decode() if isinstance(c, bytes) else str(c) for c in f["chrom"][:]]
         centers = (f["start"][:] + f["end"][:]) // 2
-        names = [n.decode() if isinstance(n, bytes) else str(n) for n in f["features/name"][:]]
-        return ([f"{c}:{m}" for c, m in zip(chrom, centers)], f["labels"][:], f[f"predictions/{final}/{ENSEMBLE}"][:],
-                names)
+        bins = [f"{c}:{m}" for c, m in zip(f["chrom"].asstr()[:], centers)]
+        return (bins, f["labels"][:], f[f"predictions/{model}/{ENSEMBLE}"][:],
+                f["features/name"].asstr()[:].tolist())
 
 
 def arm_result(config, arm, out: Path, timings: dict) -> tuple[dict, list[dict], list[dict]]:
@@ -39,12 +40,12 @@ def arm_result(config, arm, out: Path, timings: dict) -> tuple[dict, list[dict],
     run_dir = out / "arms" / arm.name
     trained = _read(run_dir / "finetune" / "manifest.json")["outputs"]
     evaluation = _read(run_dir / "evaluate" / "metrics.json")
-    per_feature = evaluation["models"][evaluation["final"]][ENSEMBLE]["per_feature"]
-    bins, labels, probabilities, names = read_test_split(run_dir / "evaluate" / "predictions.h5")
+    per_feature = [_nan(r) for r in evaluation["models"][evaluation["final"]][ENSEMBLE]["per_feature"]]
+    bins, labels, probabilities, names = read_test_split(run_dir / "evaluate" / "predictions.h5", evaluation["final"])
     long_range = list(config.long_range)
     gaps = long_range_gaps(labels, probabilities, names, config.long_range)
-    local = local_summary([_nan(r) for r in per_feature], long_range)
-    far = [r for r in map(_nan, per_feature) if r["feature"] in long_range]
+    local = local_summary(per_feature, long_range)
+    far = [r for r in per_feature if r["feature"] in long_range]
     seconds = timings.get(f"finetune {arm.name}", math.nan) + timings.get(f"evaluate {arm.name}", math.nan)
     row = {"arm": arm.name, "width": arm.width, "attention": arm.attention, "steps": trained["steps"],
            "batch": config.batch_size, "examples_seen": trained.get("examples_seen"),
@@ -57,7 +58,7 @@ def arm_result(config, arm, out: Path, timings: dict) -> tuple[dict, list[dict],
            "mean_gap_closed": mean_gap_closed(gaps),
            "test_bins": len(bins), "test_bins_sha256": hashlib.sha256("\n".join(bins).encode()).hexdigest()}
     features = [{"arm": arm.name, "width": arm.width, "attention": arm.attention,
-                 "long_range": r["feature"] in long_range, **r} for r in map(_nan, per_feature)]
+                 "long_range": r["feature"] in long_range, **r} for r in per_feature]
     return row, features, [{"arm": arm.name, "width": arm.width, "attention": arm.attention, **g} for g in gaps]
 
 
@@ -86,7 +87,8 @@ def acceptance(config, rows: list[dict], pretrained_attention: str) -> dict:
             "threshold_local_drop": config.acceptance_local_drop, **checks, "passed": all(checks.values())}
 
 
-def collect_results(config, arms, out: Path, timings: dict, bp_per_token: float, device: str) -> dict:
+def collect_results(config, arms, skipped: list[dict], out: Path, timings: dict, bp_per_token: float,
+                    device: str) -> dict:
     rows, features, gaps = [], [], []
     for arm in arms:
         row, arm_features, arm_gaps = arm_result(config, arm, out, timings)
@@ -94,10 +96,6 @@ def collect_results(config, arms, out: Path, timings: dict, bp_per_token: float,
         features += arm_features
         gaps += arm_gaps
     kind = arms[0].attention
-    planned = {(a.width, a.attention) for a in arms}
-    skipped = [{"width": max(config.widths), "attention": k, "reason": "full attention does not fit: more than "
-                f"{config.full_attention_max_tokens} tokens"} for k in config.attentions
-               if (max(config.widths), k) not in planned]
     return {"device": device, "bp_per_token": bp_per_token, "pretrained_attention": kind,
             "budget": {"steps": config.steps, "batch": config.batch_size, "lr": config.lr},
             "model": config.model, "long_range": config.long_range, "arms": rows, "skipped_arms": skipped,

@@ -79,10 +79,11 @@ def test_report_and_commands(experiment):
 
 def test_full_attention_is_left_out_where_it_does_not_fit():
     config = ContextExperimentConfig(widths=[400, 8000], full_attention_max_tokens=1024)
-    arms = plan_arms(config, bp_per_token=5.0, pretrained_attention="bigbird")
+    arms, skipped = plan_arms(config, bp_per_token=5.0, pretrained_attention="bigbird")
     assert arms == [Arm(400, "bigbird"), Arm(8000, "bigbird"), Arm(8000, "combiner-fixed"), Arm(8000, "combiner-axial")]
+    assert [(s["width"], s["attention"]) for s in skipped] == [(8000, "full")]
     config.full_attention_max_tokens = 2048
-    assert Arm(8000, "full") in plan_arms(config, bp_per_token=5.0, pretrained_attention="bigbird")
+    assert Arm(8000, "full") in plan_arms(config, bp_per_token=5.0, pretrained_attention="bigbird")[0]
 
 
 def test_a_pretrained_path_that_is_no_checkpoint_is_a_one_line_error_before_anything_runs(tmp_path, capsys):
