@@ -140,15 +140,24 @@ def _stdout_to_stderr():
 
 
 def finetune_rows(*, quick: bool, token_counts: list[int] | None = None, batch: int | None = None,
-                  steps: int | None = None, warmup: int | None = None, vocab_size: int | None = None,
-                  model_yaml: Path | None = None) -> dict:
-    """The rows and settings of one run (every row shares the tokenizer, model config and thread count)."""
+                  steps: int | None = None, threads: int = 1) -> dict:
+    """The rows, settings and problems of one run (every row shares the tokenizer, model config and threads).
+
+    With one thread the process is pinned to one core, so `benchmarks/train_step.py --finetune`
+    and this script time the same thing.
+    """
+    import torch
+
+    from benchmarks.harness import pin_one_core, problems
+
     token_counts = token_counts or [BASELINE_TOKENS, 1600]
     batch = batch or (4 if quick else 16)
     steps = steps or (2 if quick else 8)
-    warmup = 1 if warmup is None else warmup
-    vocab_size = vocab_size or (1024 if quick else 4096)
-    model_yaml = model_yaml or ROOT / "configs" / "model" / "tiny_8k.yaml"
+    warmup = 1
+    vocab_size = 1024 if quick else 4096
+    model_yaml = ROOT / "configs" / "model" / "tiny_8k.yaml"
+    pinned = pin_one_core() if threads == 1 else None
+    torch.set_num_threads(threads)
     with _stdout_to_stderr(), tempfile.TemporaryDirectory() as tmp:
         from genomics_bigbird.train.engine import init_distributed, set_deepspeed_log_level
 
@@ -169,7 +178,10 @@ def finetune_rows(*, quick: bool, token_counts: list[int] | None = None, batch: 
         if "tokens_per_s" in row and "tokens_per_s" in baseline:
             row["ratio_vs_baseline"] = row["tokens_per_s"] / baseline["tokens_per_s"]
     return {"baseline": baseline["model"], "bp_per_token": bp_per_token, "vocab_size": vocab_size,
-            "model_config": str(model_yaml), "steps": steps, "warmup": warmup, "results": results}
+            "model_config": str(model_yaml), "steps": steps, "warmup": warmup, "threads": threads,
+            "pinned_core": pinned, "results": results,
+            "problems": problems(results, name="model", baseline=baseline["model"], ours=("finetune-",),
+                                 figure="tokens_per_s")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,16 +196,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import torch
 
-    from benchmarks.harness import environment, finish, pin_one_core, problems
+    from benchmarks.harness import environment, finish
 
-    pinned = pin_one_core() if args.threads == 1 else None
-    torch.set_num_threads(args.threads)
     tokens = [int(t) for t in args.tokens.split(",")] if args.tokens else None
-    rows = finetune_rows(quick=args.quick, token_counts=tokens, batch=args.batch, steps=args.steps)
-    report = {"benchmark": "finetune_step", **environment(torch.device("cpu")), "pinned_core": pinned,
-              "dtype": "float32", "timing": "median step time", **rows}
-    return finish(report, args.out, problems(rows["results"], name="model", baseline=rows["baseline"],
-                                             ours=("finetune-",), figure="tokens_per_s"))
+    rows = finetune_rows(quick=args.quick, token_counts=tokens, batch=args.batch, steps=args.steps,
+                         threads=args.threads)
+    report = {"benchmark": "finetune_step", **environment(torch.device("cpu")), "dtype": "float32",
+              "timing": "median step time", **rows}
+    return finish(report, args.out, rows["problems"])
 
 
 if __name__ == "__main__":

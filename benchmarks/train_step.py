@@ -242,8 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.finetune_step import finetune_rows
 
         report["finetune"] = finetune_rows(quick=args.quick)
-        reasons += problems(report["finetune"]["results"], name="model", baseline=report["finetune"]["baseline"],
-                            ours=("finetune-",), figure="tokens_per_s")
+        reasons += report["finetune"]["problems"]
     return finish(report, args.out, reasons)
 
 
