@@ -261,7 +261,7 @@ def _finetune(config: FinetuneConfig, inputs: FinetuneInputs, job, saved: dict |
     """The run itself, inside its job: DeepSpeed, the loop, best/ (outputs in job.outputs)."""
     import torch
 
-    from genomics_bigbird.data.labeled import TokenizedWindows, collate_windows, token_bp
+    from genomics_bigbird.data.labeled import TokenizedWindows, collate_windows
     from genomics_bigbird.model import build_classifier, load_encoder_weights, save_checkpoint as save_weights
     from genomics_bigbird.train import engine as ds
     from genomics_bigbird.train.finetune import StrandAugmented
@@ -296,7 +296,7 @@ def _finetune(config: FinetuneConfig, inputs: FinetuneInputs, job, saved: dict |
     else:
         job.log.warning("no pretrained checkpoint: the encoder starts from random weights")
     if model_config.bin_bp is not None:
-        model.set_token_bp(token_bp(tokenizer))
+        model.set_token_bp(tokenizer.token_bp())
         job.log.info("the central %d bp of each window are the labeled bin: %s", model_config.bin_bp,
                      ", ".join(part for part, on in (("segment 1", model_config.bin_segment),
                                                      ("pooled beside [CLS]", model_config.bin_pooling)) if on)

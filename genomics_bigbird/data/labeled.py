@@ -43,26 +43,13 @@ _STR = h5py.string_dtype("utf-8")
 
 
 class Tokenizer(Protocol):
-    """What `TokenizedWindows` and `token_bp` need of `genomics_bigbird.tokenizer.DNATokenizer`."""
+    """What `TokenizedWindows` needs of `genomics_bigbird.tokenizer.DNATokenizer`."""
 
     cls_id: int
     sep_id: int
     pad_id: int
-    special_ids: tuple[int, ...]
 
     def encode(self, sequence: str) -> list[int]: ...
-
-    def id_to_piece(self, token_id: int) -> str: ...
-
-    def __len__(self) -> int: ...
-
-
-def token_bp(tokenizer: Tokenizer) -> np.ndarray:
-    """Base pairs each token id spells (int64, one per id; 0 for special tokens): what a
-    `BinClassifier` needs to find the window's central bin."""
-    special = set(tokenizer.special_ids)
-    return np.array([0 if i in special else len(tokenizer.id_to_piece(i)) for i in range(len(tokenizer))],
-                    dtype=np.int64)
 
 
 @dataclass

@@ -234,6 +234,12 @@ class DNATokenizer:
         """Return the piece (bases or a special name) of one id."""
         return self._backend.id_to_piece(token_id)
 
+    def token_bp(self) -> np.ndarray:
+        """Base pairs each token id spells (int64, one per id; 0 for special tokens): what a
+        `BinClassifier` needs to find the window's central bin."""
+        special = set(self.special_ids)
+        return np.array([0 if i in special else len(self.id_to_piece(i)) for i in range(len(self))], dtype=np.int64)
+
     def bp_per_token(self, sequences: Iterable[str]) -> float:
         """Return bases per token over `sequences` (the paper reports 8.78 at 32k on held-out GRCh37)."""
         bases = tokens = 0

@@ -106,7 +106,6 @@ def test_checkpoint_carries_the_token_lengths_and_predict_rows_reads_it(tmp_path
 def test_with_a_trained_tokenizer_the_marked_tokens_spell_the_central_bin(tmp_path):
     import numpy as np
 
-    from genomics_bigbird.data.labeled import token_bp
     from genomics_bigbird.genome.sequence import reverse_complement
     from genomics_bigbird.score.variants import predict_windows
     from genomics_bigbird.tokenizer import DNATokenizer
@@ -114,7 +113,7 @@ def test_with_a_trained_tokenizer_the_marked_tokens_spell_the_central_bin(tmp_pa
     rng = np.random.default_rng(0)
     sequences = ["".join(rng.choice(list("ACGT"), size=1000)) for _ in range(40)]
     tokenizer = DNATokenizer.train(sequences, vocab_size=60, model_prefix=tmp_path / "bpe", seed=0)
-    lengths = torch.as_tensor(token_bp(tokenizer))
+    lengths = torch.as_tensor(tokenizer.token_bp())
     window = sequences[0]
     ids = tokenizer.encode(window)
     assert int(lengths[ids].sum()) == len(window) and lengths[list(tokenizer.special_ids)].sum() == 0
