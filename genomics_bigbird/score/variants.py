@@ -199,6 +199,16 @@ def _unchanged(item):
     return item
 
 
+class _Listed:
+    """An iterable of `VariantWindows` (windows already cut) as a source of groups."""
+
+    def __init__(self, windows: Iterable[VariantWindows]):
+        self.windows = windows
+
+    def groups(self, size: int, part: int = 0, parts: int = 1) -> Iterator[VariantGroup]:
+        return group_variants(enumerate(self.windows, start=1), size, _unchanged, part, parts)
+
+
 def _for_transfer(batch: ScoredBatch) -> ScoredBatch:
     """A worker's batch as the main process needs it: log-odds computed here, not in the main process."""
     batch.log_odds_diff  # noqa: B018 (cached on the batch)
@@ -231,8 +241,8 @@ def score_variants(model: torch.nn.Module, tokenizer, windows: GroupedVariants |
     """Score variants in input order, yielding one `ScoredBatch` per group (unscored variants get NaN rows).
 
     `windows` is a source with `groups` (`VariantSource`, `SaturationSource`) or any iterable of
-    `VariantWindows`. A group holds `batch_size` scored variants, about four forward passes of
-    `batch_size` windows. Pass the model's block size as `length_multiple` and its positions as
+    `VariantWindows` with their windows cut (read in this process, whatever `workers`). A group
+    holds `batch_size` scored variants, about four forward passes of `batch_size` windows. Pass the model's block size as `length_multiple` and its positions as
     `max_tokens` (a longer window is an InputError).
 
     With `workers` > 0, DataLoader processes cut and tokenize the windows of a source's groups; on
@@ -253,14 +263,13 @@ def score_variants(model: torch.nn.Module, tokenizer, windows: GroupedVariants |
     tokenize = functools.partial(tokenize_group, tokenizer=tokenizer, **options)
     predict = functools.partial(predict_group, model, pad_id=tokenizer.pad_id, num_features=num_features,
                                 batch_size=batch_size, device=device, **options)
-    finish = prepare or _unchanged
     if not hasattr(windows, "groups"):
-        for group in group_variants(enumerate(windows, start=1), batch_size, fill=_unchanged):
-            yield finish(predict(tokenize(group)))
-    elif workers > 0 and torch.device(device).type == "cpu":
+        windows, workers = _Listed(windows), 0  # an iterable may be a generator: one process reads it
+    if workers > 0 and torch.device(device).type == "cpu":
         work = _Then(_Then(tokenize, predict), prepare or _for_transfer)
         yield from in_groups(windows, work, group_size=batch_size, workers=workers)
     else:
+        finish = prepare or _unchanged
         for group in in_groups(windows, tokenize, group_size=batch_size, workers=workers):
             yield finish(predict(group))
 
