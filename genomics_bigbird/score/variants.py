@@ -242,8 +242,9 @@ def score_variants(model: torch.nn.Module, tokenizer, windows: GroupedVariants |
 
     `windows` is a source with `groups` (`VariantSource`, `SaturationSource`) or any iterable of
     `VariantWindows` with their windows cut (read in this process, whatever `workers`). A group
-    holds `batch_size` scored variants, about four forward passes of `batch_size` windows. Pass the model's block size as `length_multiple` and its positions as
-    `max_tokens` (a longer window is an InputError).
+    holds `batch_size` scored variants, about four forward passes of `batch_size` windows. Pass the
+    model's block size as `length_multiple` and its positions as `max_tokens` (a longer window is
+    an InputError).
 
     With `workers` > 0, DataLoader processes cut and tokenize the windows of a source's groups; on
     CPU they also run the model (one thread each), since the forward pass is the other CPU-bound
